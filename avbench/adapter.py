@@ -1,0 +1,36 @@
+"""The dataset adapter contract: a dataset root as it comes from its authors -> a clip index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from avbench.clips import ClipIndex
+
+
+class DatasetAdapter:
+    """Subclasses read a dataset's own metadata and folder layout; they never move files.
+
+    `index` must describe every clip it finds: a row it cannot use is reported in
+    `ClipIndex.problems`, never dropped without a word.
+    """
+
+    name: ClassVar[str] = ""
+    #: How published tables name the dataset (leaderboards/published.csv, columns train/test).
+    display_name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: Where to find the data, told to a user whose root is missing.
+    how_to_get: ClassVar[str] = ""
+
+    def index(self, root: Path) -> ClipIndex:
+        raise NotImplementedError
+
+    def check_root(self, root: Path | str | None) -> Path:
+        if root is None:
+            raise FileNotFoundError(
+                f"dataset '{self.name}' needs its root folder: pass --data-root {self.name}=DIR. {self.how_to_get}"
+            )
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"dataset '{self.name}': root {root} is not a folder. {self.how_to_get}")
+        return root

@@ -1,0 +1,1 @@
+"""Dataset adapters: one module each, importable as avbench.datasets.<name>."""

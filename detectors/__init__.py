@@ -1,0 +1,1 @@
+"""Detector families: one module or folder each, importable as avbench.detectors.<name>."""

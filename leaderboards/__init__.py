@@ -1,0 +1,1 @@
+"""Committed tables: published reference numbers and golden tables for regression checks."""
