@@ -210,8 +210,8 @@ def normalise_index_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def _as_json(v) -> str:
     if isinstance(v, str):
         return v
-    if v is None or (np.isscalar(v) and pd.isna(v)):
-        return ""
     if isinstance(v, np.ndarray):
         v = v.tolist()
-    return json.dumps(v, sort_keys=True)
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v, sort_keys=True)
+    return "" if pd.isna(v) else json.dumps(v)

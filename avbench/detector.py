@@ -57,7 +57,10 @@ class InputSpec:
 
 
 class Detector:
-    """Base class of all detectors. Subclasses set the class attributes and implement `score`."""
+    """Base class of all detectors. Subclasses set the class attributes and implement `score`.
+
+    A detector whose `__init__` takes a `seed` keyword is built by the runner with the run's seed.
+    """
 
     name: ClassVar[str] = ""
     #: "audio", "video" or both: what evidence the method looks at.
@@ -68,6 +71,8 @@ class Detector:
     published_as: ClassVar[tuple[str, ...]] = ()
     #: Version of the detector's code and state format; bump when scores change.
     version: ClassVar[str] = "1"
+    #: True when `score` is a probability of fake in [0, 1]: only then is ACC at 0.5 reported.
+    scores_are_probabilities: ClassVar[bool] = False
 
     input_spec: InputSpec = InputSpec()
 

@@ -1,0 +1,361 @@
+"""The `avbench` command line.
+
+Exit codes: 0 success; 1 the work could not be done (missing data, bad checkpoint, failed run);
+2 wrong usage (unknown option or value); 3 `avbench check` found a regression.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from avbench import __version__, registry
+
+EXIT_ERROR, EXIT_REGRESSION = 1, 3
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="avbench",
+    help="Benchmark audio-visual deepfake detectors on the same clips, splits, protocols and metrics.\n\n"
+         "Start with `avbench demo`: it generates a small corpus, runs the built-in detectors and prints a leaderboard.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    epilog="Exit codes: 0 ok, 1 the work failed, 2 wrong usage, 3 regression found by `check`.",
+)
+detectors_app = typer.Typer(help="Detectors avbench knows (built-in and installed plugins).", no_args_is_help=True)
+datasets_app = typer.Typer(help="Dataset adapters and clip indexes.", no_args_is_help=True)
+protocols_app = typer.Typer(help="Evaluation protocols.", no_args_is_help=True)
+app.add_typer(detectors_app, name="detectors")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(protocols_app, name="protocols")
+
+
+class ListFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    md = "md"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _version(value: bool):
+    if value:
+        console.print(f"avbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the harness does, clip by clip.")] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+):
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False)])
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    pairs = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise fail(f"{what} takes KEY=VALUE, got '{item}'", 2)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _literal(value: str):
+    """A command-line value as JSON when it parses (numbers, lists, booleans), else as text."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _print_rows(rows: list[dict], fmt: ListFormat, title: str) -> None:
+    import pandas as pd
+
+    if fmt is ListFormat.json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif fmt is ListFormat.csv:
+        typer.echo(pd.DataFrame(rows).to_csv(index=False), nl=False)
+    elif fmt is ListFormat.md:
+        typer.echo(pd.DataFrame(rows).to_markdown(index=False) if rows else "")
+    else:
+        table = Table(title=title)
+        for column in rows[0] if rows else []:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(str(v) for v in row.values()))
+        console.print(table)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
+
+
+# -- detectors / datasets / protocols -------------------------------------------------------------------
+@detectors_app.command("list")
+def detectors_list(fmt: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.table):
+    """List detectors: name, modalities, whether they train, and where they come from."""
+    rows = []
+    for name in registry.detectors.names():
+        entry = registry.detectors.entry(name)
+        try:
+            cls = entry.load()
+            rows.append({"name": name, "modalities": "+".join(cls.modalities), "trains": cls.trains,
+                         "source": entry.source, "summary": (cls.__doc__ or "").strip().splitlines()[0]})
+        except ImportError as exc:
+            rows.append({"name": name, "modalities": "?", "trains": "?", "source": entry.source,
+                         "summary": f"cannot import: {exc}"})
+    _print_rows(rows, fmt, "Detectors")
+
+
+@datasets_app.command("list")
+def datasets_list(fmt: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.table):
+    """List dataset adapters."""
+    rows = []
+    for name in registry.datasets.names():
+        cls = registry.datasets.get(name)
+        rows.append({"name": name, "published as": cls.display_name, "description": cls.description})
+    _print_rows(rows, fmt, "Dataset adapters")
+
+
+@datasets_app.command("index")
+def datasets_index(
+    name: Annotated[str, typer.Argument(help="Adapter name (see `avbench datasets list`).")],
+    root: Annotated[Path, typer.Option(help="The dataset's folder, as it comes from its authors.")],
+    out: Annotated[Optional[Path], typer.Option(help="Where to write the parquet index [default: ./NAME.parquet].")] = None,
+):
+    """Build a dataset's clip index (one row per clip: path, label, category, identity, split, ...)."""
+    try:
+        adapter = registry.datasets.get(name)()
+        index = adapter.index(adapter.check_root(root))
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc).strip("'\""))
+    for problem in index.problems:
+        err_console.print(f"[yellow]problem:[/] {problem}")
+    path = index.save(out or Path(f"{name}.parquet"))
+    frame = index.frame
+    summary = frame.groupby(["split", "label"], dropna=False).size().rename("clips").reset_index()
+    console.print(f"[green]{len(frame)} clips[/] indexed from {root} -> {path}"
+                  f" ({len(index.problems)} problems reported above)" if index.problems else
+                  f"[green]{len(frame)} clips[/] indexed from {root} -> {path}")
+    _print_rows(summary.astype(str).to_dict("records"), ListFormat.table, f"{name}: clips per split and label (1 = fake)")
+
+
+@protocols_app.command("list")
+def protocols_list(fmt: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.table):
+    """List protocols. Any of them runs as NAME+missing_audio to remove audio from test clips."""
+    from avbench import protocol
+
+    rows = [{"name": p.name, "version": p.version, "kind": p.kind, "seeds": ",".join(map(str, p.seeds)),
+             "params": json.dumps(p.params), "description": p.description}
+            for p in protocol.available().values()]
+    _print_rows(rows, fmt, "Protocols (variant: NAME+missing_audio)")
+
+
+# -- run ------------------------------------------------------------------------------------------------
+@app.command()
+def run(
+    detector: Annotated[str, typer.Option("--detector", "-d", help="Detector name (`avbench detectors list`).")],
+    protocol: Annotated[str, typer.Option("--protocol", "-p",
+                                          help="Protocol name (`avbench protocols list`), optionally NAME+missing_audio.")],
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds [default: the protocol's].")] = None,
+    device: Annotated[Device, typer.Option(help="Where the detector computes.")] = Device.cpu,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders and records go.")] = Path("runs"),
+    data_root: Annotated[Optional[list[str]], typer.Option(
+        help="DATASET=DIR, the folder of a dataset the protocol uses; repeat for several.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="The protocol's dataset (training dataset for cross_dataset).")] = None,
+    test_sets: Annotated[Optional[str], typer.Option(help="cross_dataset: comma-separated test datasets.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(
+        help="KEY=VALUE overriding a protocol parameter (value read as JSON when it parses).")] = None,
+    option: Annotated[Optional[list[str]], typer.Option(
+        "--option", "-o", help="KEY=VALUE setting a detector hyper-parameter.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        help="A trained detector to load instead of fitting (a folder written by the detector's save).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Decoded-media cache [default: $AVBENCH_CACHE_DIR or ~/.cache/avbench].")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run folder that holds a run with other settings.")] = False,
+):
+    """Run a detector under a protocol for each seed: fit (if it trains), score every test clip, write a record.
+
+    A finished run is not redone; an interrupted one resumes where it stopped. Example:
+
+        avbench run --detector avsync --protocol test_only --dataset folder --data-root folder=~/my_videos
+    """
+    from avbench import protocol as protocols
+    from avbench.runner import RunError, RunSettings, Runner
+
+    try:
+        proto = protocols.get(protocol)
+        overrides = {k: _literal(v) for k, v in _pairs(param, "--param").items()}
+        if dataset:
+            overrides["train" if proto.kind == "cross_dataset" else "dataset"] = dataset
+        if test_sets:
+            overrides["test"] = [t.strip() for t in test_sets.split(",") if t.strip()]
+        proto = proto.with_params(**overrides) if overrides else proto
+        seed_list = tuple(int(s) for s in seeds.split(",")) if seeds else proto.seeds
+        registry.detectors.entry(detector)
+    except (KeyError, ValueError) as exc:
+        raise fail(str(exc).strip("'\""), 2)
+    if device is Device.cuda:
+        _require_cuda()
+    settings = RunSettings(
+        detector=detector, protocol=proto, seeds=seed_list, runs_dir=runs_dir, device=device.value,
+        data_roots={k: Path(v).expanduser() for k, v in _pairs(data_root, "--data-root").items()},
+        checkpoint=checkpoint, detector_options={k: _literal(v) for k, v in _pairs(option, "--option").items()},
+        cache_dir=cache_dir, overwrite=overwrite,
+    )
+    try:
+        with _progress() as progress:
+            outcomes = Runner(settings, progress).run()
+    except (RunError, FileNotFoundError, ImportError, ValueError, KeyError) as exc:
+        raise fail(str(exc).strip("'\""))
+    for outcome in outcomes:
+        cov = outcome.record["coverage"]
+        note = "already complete, nothing to do" if outcome.status == "skipped" else "done"
+        console.print(f"seed {outcome.seed}: {note} · coverage {cov['scored']}/{cov['total']} scored"
+                      + (f", failed: {cov['reasons']}" if cov["failed"] else "") + f" · {outcome.record_path}")
+    _show_leaderboard(runs_dir, ListFormat.table, detector=detector, protocol=proto.id)
+
+
+def _require_cuda() -> None:
+    try:
+        import torch
+    except ImportError:
+        raise fail("--device cuda needs PyTorch with CUDA; install torch, or use --device cpu")
+    if not torch.cuda.is_available():
+        raise fail("--device cuda: no CUDA GPU is visible to PyTorch on this machine; use --device cpu")
+
+
+# -- leaderboard and check -------------------------------------------------------------------------------
+class BoardFormat(str, Enum):
+    table = "table"
+    md = "md"
+    csv = "csv"
+    json = "json"
+
+
+def _board(runs_dir: Path, detector: str | None = None, protocol: str | None = None, metric: str | None = None):
+    from avbench import leaderboard
+
+    records = leaderboard.load_records(runs_dir)
+    if detector:
+        records = [r for r in records if r["detector"] == detector]
+    if protocol:
+        records = [r for r in records if r["protocol"] == protocol]
+    board = leaderboard.build_leaderboard(records, leaderboard.load_published())
+    if metric:
+        board = board[board["metric"] == metric]
+    return board
+
+
+def _show_leaderboard(runs_dir: Path, fmt, **filters) -> None:
+    from avbench import leaderboard
+
+    board = _board(runs_dir, **filters)
+    if board.empty:
+        raise fail(f"no run records under {runs_dir}: run `avbench run` or `avbench demo` first")
+    rendered = leaderboard.render(board, fmt.value)
+    if fmt.value == "table":
+        console.print(rendered)
+    else:
+        typer.echo(rendered, nl=not str(rendered).endswith("\n"))
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    runs_dir: Annotated[Path, typer.Option(help="Where run records are.")] = Path("runs"),
+    fmt: Annotated[BoardFormat, typer.Option("--format", help="table for people; md, csv, json for tools.")] = BoardFormat.table,
+    detector: Annotated[Optional[str], typer.Option(help="Only this detector.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="Only this protocol.")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Only this metric (AUC, AP, ACC, EER).")] = None,
+):
+    """Mean ± std over seeds per detector × protocol × test set × subset × metric, with published numbers
+    beside ours where a paper reports the same cell. Values are fractions in csv/json, percent in table/md."""
+    _show_leaderboard(runs_dir, fmt, detector=detector, protocol=protocol, metric=metric)
+
+
+@app.command()
+def check(
+    golden: Annotated[Path, typer.Option(help="Committed golden table (JSON) to compare with.")],
+    runs_dir: Annotated[Path, typer.Option(help="Where run records are.")] = Path("runs"),
+    tolerance: Annotated[Optional[float], typer.Option(
+        help="Largest allowed |ours - golden| per cell, as a fraction [default: the golden file's].")] = None,
+    write: Annotated[bool, typer.Option("--write", help="Write the current leaderboard as the golden table instead.")] = False,
+):
+    """Regression check: exit 3, naming each cell, when a metric moved beyond the tolerance or a golden cell is missing."""
+    from avbench import leaderboard
+
+    board = _board(runs_dir)
+    if write:
+        leaderboard.write_golden(board, golden, tolerance if tolerance is not None else 0.02)
+        console.print(f"wrote {len(board)} cells to {golden}")
+        return
+    if not golden.is_file():
+        raise fail(f"golden table not found: {golden}")
+    data = json.loads(golden.read_text())
+    tol = tolerance if tolerance is not None else float(data.get("tolerance", 0.02))
+    problems = leaderboard.check_against_golden(board, data["rows"], tol)
+    if problems:
+        for problem in problems:
+            err_console.print(f"[red]regression:[/] {problem}")
+        raise typer.Exit(EXIT_REGRESSION)
+    console.print(f"[green]ok[/]: {len(data['rows'])} golden cells within ±{tol}")
+
+
+# -- demo -------------------------------------------------------------------------------------------------
+DEMO_DETECTORS = ("random", "avsync", "handcrafted")
+
+
+@app.command()
+def demo(
+    root: Annotated[Path, typer.Option(help="Where the demo corpus is (generated there if absent).")] = Path("demo_data"),
+    runs_dir: Annotated[Path, typer.Option(help="Where run records go.")] = Path("runs"),
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Decoded-media cache.")] = None,
+):
+    """Generate the demo corpus (talking faces, real and fake), run the built-in detectors under protocol
+    `demo` and print the leaderboard. Needs no network and no dataset; takes minutes on 2 CPU cores."""
+    from avbench import protocol as protocols
+    from avbench.demo import generate_corpus
+    from avbench.runner import RunError, RunSettings, Runner
+
+    if not (root / "metadata.csv").is_file():
+        with console.status(f"generating the demo corpus in {root} ..."):
+            generate_corpus(root)
+        console.print(f"demo corpus written to {root}")
+    proto = protocols.get("demo")
+    try:
+        with _progress() as progress:
+            for name in DEMO_DETECTORS:
+                Runner(RunSettings(detector=name, protocol=proto, seeds=tuple(int(s) for s in seeds.split(",")),
+                                   runs_dir=runs_dir, data_roots={"demo": root}, cache_dir=cache_dir),
+                       progress).run()
+    except (RunError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc))
+    _show_leaderboard(runs_dir, BoardFormat.table, protocol="demo")

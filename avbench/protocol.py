@@ -1,0 +1,236 @@
+"""Protocols: which clips train, select and test a detector, and how results are reported.
+
+A protocol is data: a TOML file in avbench/protocols/ with a `kind` and its parameters, and a
+`version` bumped whenever a change would move a number. Four kinds cover the field:
+
+- intra_dataset: train, validate and test on one dataset, by its official split or by a seeded
+  identity-disjoint split (no person appears in two of train / val / test).
+- cross_manipulation: leave one fake category out: train on reals and the other categories,
+  test on held-out reals plus the held-out category; one fold per category, reported per
+  category and as their average (AVG).
+- cross_dataset: train on one dataset, test on the test sets of several others.
+- test_only: no training: score a training-free or already-trained detector on one dataset.
+
+Any protocol has a missing-audio variant, named `NAME+missing_audio`: audio is removed from the
+test clips (never from training clips), as in HAVIC's robustness study.
+
+A test set may be divided into subsets by an index column (usually `category`). Every subset is
+scored against all real clips of the test set (its fakes + all reals), the usual convention of
+per-category tables; `AVG` is the unweighted mean over subsets.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from importlib.resources import files
+
+import numpy as np
+import pandas as pd
+
+from avbench.clips import ClipIndex
+from avbench.io import sha256_json
+
+KINDS = ("intra_dataset", "cross_manipulation", "cross_dataset", "test_only")
+MISSING_AUDIO = "missing_audio"
+VARIANTS = (MISSING_AUDIO,)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Clips of one dataset: a split, optionally with only / without some fake categories."""
+
+    dataset: str
+    split: str  # "train" | "val" | "test" | "all"
+    only_categories: tuple[str, ...] = ()  # fakes kept only from these (reals always kept)
+    without_categories: tuple[str, ...] = ()  # fakes of these dropped
+
+
+@dataclass(frozen=True)
+class TestSet:
+    name: str  # dataset name, the `test_set` of leaderboard rows
+    selection: Selection
+    subsets: str = ""  # index column dividing the fakes into subsets; "" = none
+    #: Report the whole set under this subset name instead of "all" (cross-manipulation folds).
+    as_subset: str = ""
+
+
+@dataclass(frozen=True)
+class Fold:
+    name: str
+    train_label: str  # how published tables name the training data
+    train: Selection | None
+    val: Selection | None
+    tests: tuple[TestSet, ...]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    kind: str
+    version: int
+    description: str
+    params: dict = field(hash=False)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    missing_audio: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}+{MISSING_AUDIO}" if self.missing_audio else self.name
+
+    @property
+    def trains(self) -> bool:
+        return self.kind != "test_only"
+
+    def spec(self) -> dict:
+        """Everything that defines the protocol's numbers, for provenance and run keys."""
+        return {"name": self.name, "kind": self.kind, "version": self.version, "params": self.params,
+                "missing_audio": self.missing_audio}
+
+    def spec_sha256(self) -> str:
+        return sha256_json(self.spec())
+
+    def datasets(self) -> list[str]:
+        names = {s.dataset for fold in self.folds(None) for s in _selections(fold)}
+        return sorted(names)
+
+    def with_params(self, **overrides) -> "Protocol":
+        """The same protocol with some parameters replaced (e.g. --dataset, --test-sets)."""
+        unknown = set(overrides) - set(self.params)
+        if unknown:
+            raise ValueError(f"protocol '{self.name}' has no parameter {sorted(unknown)}; it has {sorted(self.params)}")
+        return replace(self, params={**self.params, **overrides})
+
+    # -- folds ----------------------------------------------------------------------------------
+    def folds(self, indexes: dict[str, ClipIndex] | None, display: dict[str, str] | None = None) -> list[Fold]:
+        """The folds of this protocol. Without indexes (listing), cross-manipulation has one
+        placeholder fold; with them it has one fold per fake category."""
+        p, display = self.params, display or {}
+        label = lambda name: display.get(name, name)  # noqa: E731
+        if self.kind == "intra_dataset":
+            d = p["dataset"]
+            return [Fold("main", label(d), Selection(d, "train"), Selection(d, "val"),
+                         (TestSet(d, Selection(d, "test"), p.get("subsets", "")),))]
+        if self.kind == "cross_dataset":
+            d = p["train"]
+            tests = tuple(TestSet(t, Selection(t, p.get("test_split", "test")), p.get("subsets", "")) for t in p["test"])
+            return [Fold("main", label(d), Selection(d, "train"), Selection(d, "val"), tests)]
+        if self.kind == "test_only":
+            d = p["dataset"]
+            return [Fold("main", p.get("train_label", "none"), None, None,
+                         (TestSet(d, Selection(d, p.get("test_split", "test")), p.get("subsets", "")),))]
+        if self.kind == "cross_manipulation":
+            d, column = p["dataset"], p.get("hold_out_by", "category")
+            held_out = p.get("categories") or (_fake_values(indexes[d], column) if indexes else ["<category>"])
+            train_label = f"{label(d)} minus held-out"
+            return [
+                Fold(c, train_label,
+                     Selection(d, "train", without_categories=(c,)),
+                     Selection(d, "val", without_categories=(c,)),
+                     (TestSet(d, Selection(d, "test", only_categories=(c,)), as_subset=c),))
+                for c in held_out
+            ]
+        raise ValueError(f"protocol '{self.name}': unknown kind '{self.kind}'; kinds: {', '.join(KINDS)}")
+
+    @property
+    def split_dataset(self) -> str:
+        """The dataset the `split` parameter applies to; other datasets keep their official split."""
+        return self.params.get("dataset") or self.params.get("train", "")
+
+    @property
+    def reports_average(self) -> bool:
+        return self.kind == "cross_manipulation" or bool(self.params.get("subsets"))
+
+    # -- splits ---------------------------------------------------------------------------------
+    def assign_splits(self, index: ClipIndex) -> ClipIndex:
+        """The index with its `split` column as this protocol defines it."""
+        how = self.params.get("split", "official")
+        if how == "official" or index.datasets != [self.split_dataset]:
+            return index
+        if how != "identity":
+            raise ValueError(f"protocol '{self.name}': split must be 'official' or 'identity', not '{how}'")
+        frame = index.frame.copy()
+        frame["split"] = identity_split(frame["identity"], self.params.get("split_ratios", [0.7, 0.1, 0.2]),
+                                        int(self.params.get("split_seed", 0)), dataset=index.datasets)
+        return ClipIndex(frame, index.root, index.problems)
+
+
+def _selections(fold: Fold) -> list[Selection]:
+    return [s for s in (fold.train, fold.val) if s is not None] + [t.selection for t in fold.tests]
+
+
+def _fake_values(index: ClipIndex, column: str) -> list[str]:
+    fakes = index.frame[index.frame["label"] == 1]
+    return sorted(v for v in fakes[column].dropna().unique() if v)
+
+
+def identity_split(identities: pd.Series, ratios, seed: int, dataset=None) -> pd.Series:
+    """Seeded identity-disjoint train/val/test assignment; every split gets at least one identity
+    when there are three or more."""
+    ids = sorted(v for v in identities.dropna().unique() if v)
+    if len(ids) < 3:
+        raise ValueError(f"an identity-disjoint split needs >= 3 identities; {dataset or 'the dataset'} has {len(ids)}: "
+                         "use the official split instead")
+    ratios = np.asarray(ratios, dtype=float) / np.sum(ratios)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_val = max(1, int(round(ratios[1] * len(ids))))
+    n_test = max(1, int(round(ratios[2] * len(ids))))
+    n_train = len(ids) - n_val - n_test
+    if n_train < 1:
+        raise ValueError(f"split ratios {ratios.tolist()} leave no training identity among {len(ids)}")
+    names = np.array(["train"] * n_train + ["val"] * n_val + ["test"] * n_test)
+    assignment = {ids[i]: names[k] for k, i in enumerate(order)}
+    missing = identities.isna() | (identities == "")
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} clips have no identity: an identity-disjoint split cannot place them")
+    return identities.map(assignment).astype("string")
+
+
+def select(index: ClipIndex, selection: Selection) -> ClipIndex:
+    frame = index.frame
+    mask = pd.Series(True, index=frame.index) if selection.split == "all" else frame["split"] == selection.split
+    fake = frame["label"] == 1
+    if selection.only_categories:
+        mask &= ~fake | frame["category"].isin(selection.only_categories)
+    if selection.without_categories:
+        mask &= ~(fake & frame["category"].isin(selection.without_categories))
+    return index.subset(mask.fillna(False).to_numpy())
+
+
+# -- the catalogue of protocols --------------------------------------------------------------------
+def _parse(name: str, text: str) -> Protocol:
+    data = tomllib.loads(text)
+    missing = [k for k in ("kind", "version", "description") if k not in data]
+    if missing:
+        raise ValueError(f"protocol file {name}.toml lacks {missing}")
+    if data["kind"] not in KINDS:
+        raise ValueError(f"protocol file {name}.toml: unknown kind '{data['kind']}'; kinds: {', '.join(KINDS)}")
+    return Protocol(
+        name=name,
+        kind=data["kind"],
+        version=int(data["version"]),
+        description=" ".join(data["description"].split()),
+        params=data.get("params", {}),
+        seeds=tuple(data.get("seeds", (0, 1, 2))),
+    )
+
+
+def available() -> dict[str, Protocol]:
+    root = files("avbench.protocols")
+    found = {}
+    for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            name = entry.name[: -len(".toml")]
+            found[name] = _parse(name, entry.read_text())
+    return found
+
+
+def get(protocol_id: str) -> Protocol:
+    """A protocol by name, with an optional variant suffix: `demo`, `demo+missing_audio`."""
+    name, _, variant = protocol_id.partition("+")
+    protocols = available()
+    if name not in protocols:
+        raise KeyError(f"unknown protocol '{name}'; known: {', '.join(protocols)}")
+    if variant and variant not in VARIANTS:
+        raise KeyError(f"unknown protocol variant '+{variant}'; variants: {', '.join('+' + v for v in VARIANTS)}")
+    return replace(protocols[name], missing_audio=bool(variant))

@@ -1,0 +1,471 @@
+"""Run one detector under one protocol for several seeds, resumably.
+
+For each seed the run folder `RUNS/<detector>/<protocol>/seed<k>/` receives:
+  run_key.json      what the run is (detector config, checkpoint, protocol, data, seed): a folder
+                    holding another run is never mixed with this one;
+  models/<fold>/    the fitted detector of each fold (so a restart does not fit again);
+  partial/          per-clip results, written atomically every few clips while scoring;
+  scores.parquet    every test clip: its score, or `failed` with a reason;
+  record.json       metrics, coverage, timings and provenance; written last, so its presence
+                    means the run is complete and the same command does no new work.
+A run killed at any point and started again skips what is on disk and ends with the same record
+(timings aside). Checkpoints are never selected on test data: `fit` sees train and val only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import avbench
+from avbench import metrics, registry
+from avbench.clips import ClipError, ClipIndex, ClipRef
+from avbench.detector import Detector
+from avbench.io import atomic_write, sha256_file, sha256_json, write_json
+from avbench.loader import ClipSet, MediaLoader
+from avbench.protocol import Fold, Protocol, TestSet, select
+
+log = logging.getLogger("avbench.runner")
+
+RECORD_SCHEMA = 1
+SCORE_COLUMNS = ["fold", "test_set", "clip_id", "label", "category", "method", "subset_value",
+                 "score", "status", "reason", "message", "seconds"]
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or go on; the message says what to do."""
+
+
+@dataclass
+class RunSettings:
+    detector: str
+    protocol: Protocol
+    seeds: tuple[int, ...]
+    runs_dir: Path = Path("runs")
+    device: str = "cpu"
+    data_roots: dict[str, Path] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    detector_options: dict = field(default_factory=dict)
+    cache_dir: Path | None = None
+    overwrite: bool = False
+    chunk_size: int = 8
+    bootstrap_resamples: int = 1000
+
+
+@dataclass
+class SeedOutcome:
+    seed: int
+    status: str  # "done" (ran now) or "skipped" (already complete)
+    record_path: Path
+    record: dict
+
+
+# -- data -------------------------------------------------------------------------------------------
+def load_indexes(protocol: Protocol, data_roots: dict[str, Path]) -> tuple[dict[str, ClipIndex], dict[str, str]]:
+    """Clip index of every dataset the protocol uses (splits as it defines them), and their
+    published display names."""
+    indexes, display = {}, {}
+    for name in protocol.datasets():
+        adapter = registry.datasets.get(name)()
+        root = adapter.check_root(data_roots.get(name) or adapter_default_root(adapter))
+        index = adapter.index(root)
+        for problem in index.problems:
+            log.warning("%s: %s", name, problem)
+        if len(index) == 0:
+            raise RunError(f"dataset '{name}' at {root} has no usable clip")
+        indexes[name] = protocol.assign_splits(index)
+        display[name] = adapter.display_name or name
+    return indexes, display
+
+
+def adapter_default_root(adapter) -> Path | None:
+    default = getattr(adapter, "default_root", None)
+    return Path(default) if default and Path(default).is_dir() else None
+
+
+# -- detectors --------------------------------------------------------------------------------------
+def build_detector(name: str, options: dict, seed: int, checkpoint: Path | None) -> Detector:
+    cls = registry.detectors.get(name)
+    if checkpoint is not None:
+        return cls.load(checkpoint)
+    kwargs = dict(options)
+    if "seed" in inspect.signature(cls.__init__).parameters:
+        kwargs["seed"] = seed
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise RunError(f"detector '{name}' does not take these options {sorted(options)}: {exc}") from exc
+
+
+def checkpoint_sha256(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        raise RunError(f"checkpoint not found: {path}")
+    return sha256_json({p.relative_to(path).as_posix(): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()})
+
+
+# -- provenance -------------------------------------------------------------------------------------
+def git_commit() -> str | None:
+    source = Path(avbench.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def package_versions() -> dict[str, str]:
+    found = {}
+    for name in ("numpy", "scipy", "pandas", "scikit-learn", "av", "decord", "dlib-bin", "torch"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+# -- the run ----------------------------------------------------------------------------------------
+class Runner:
+    def __init__(self, settings: RunSettings, progress=None):
+        self.s = settings
+        self.progress = progress  # a rich.progress.Progress, or None
+        self.loader = MediaLoader(cache=_cache(settings.cache_dir))
+        self._indexes: tuple[dict[str, ClipIndex], dict[str, str]] | None = None
+
+    @property
+    def indexes(self) -> dict[str, ClipIndex]:
+        if self._indexes is None:
+            self._indexes = load_indexes(self.s.protocol, self.s.data_roots)
+        return self._indexes[0]
+
+    @property
+    def display(self) -> dict[str, str]:
+        self.indexes  # noqa: B018 - loads both
+        return self._indexes[1]
+
+    def run_dir(self, seed: int) -> Path:
+        return self.s.runs_dir / self.s.detector / self.s.protocol.id / f"seed{seed}"
+
+    def run(self) -> list[SeedOutcome]:
+        cls = registry.detectors.get(self.s.detector)
+        if not self.s.protocol.trains and cls.trains and self.s.checkpoint is None:
+            raise RunError(f"detector '{self.s.detector}' learns from data: protocol '{self.s.protocol.id}' "
+                           "trains nothing, so pass --checkpoint DIR with a trained one")
+        return [self.run_seed(seed) for seed in self.s.seeds]
+
+    def run_key(self, seed: int, detector: Detector) -> dict:
+        return {
+            "detector": self.s.detector,
+            "detector_version": detector.version,
+            "detector_config": detector.config(),
+            "checkpoint_sha256": checkpoint_sha256(self.s.checkpoint),
+            "protocol": self.s.protocol.spec(),
+            "index_fingerprints": {name: idx.fingerprint() for name, idx in self.indexes.items()},
+            "seed": seed,
+        }
+
+    def run_seed(self, seed: int) -> SeedOutcome:
+        run_dir = self.run_dir(seed)
+        detector = build_detector(self.s.detector, self.s.detector_options, seed, self.s.checkpoint)
+        key = json.loads(json.dumps(self.run_key(seed, detector), sort_keys=True, default=str))
+        record_path = run_dir / "record.json"
+        key_path = run_dir / "run_key.json"
+        if key_path.exists():
+            stored = _read_json(key_path)
+            if stored != key:
+                if not self.s.overwrite:
+                    raise RunError(f"{run_dir} holds a run with other settings ({_diff_keys(stored, key)}); "
+                                   "pass --overwrite to replace it or choose another --runs-dir")
+                shutil.rmtree(run_dir)
+            elif record_path.exists():
+                return SeedOutcome(seed, "skipped", record_path, _read_json(record_path))
+        write_json(key_path, key)
+
+        started = time.perf_counter()
+        timings = {"fit_seconds": 0.0, "load_seconds": 0.0, "score_seconds": 0.0}
+        folds = self.s.protocol.folds(self.indexes, self.display)
+        fold_info, tables = [], []
+        for fold in folds:
+            fitted, info = self.fitted_detector(fold, seed, run_dir, timings)
+            fold_info.append(info)
+            for test in fold.tests:
+                tables.append(self.score_test_set(fitted, fold, test, run_dir, timings))
+        scores = pd.concat(tables, ignore_index=True)
+        with atomic_write(run_dir / "scores.parquet", "wb") as fh:
+            scores.to_parquet(fh, index=False)
+        timings["total_seconds"] = time.perf_counter() - started
+        scored = int((scores["status"] == "scored").sum())
+        timings["clips_per_second"] = scored / timings["score_seconds"] if timings["score_seconds"] else None
+        record = self.make_record(seed, detector, key, folds, fold_info, scores, timings)
+        write_json(record_path, record)
+        shutil.rmtree(run_dir / "partial", ignore_errors=True)
+        return SeedOutcome(seed, "done", record_path, record)
+
+    # -- fitting ------------------------------------------------------------------------------------
+    def fitted_detector(self, fold: Fold, seed: int, run_dir: Path, timings: dict) -> tuple[Detector, dict]:
+        detector = build_detector(self.s.detector, self.s.detector_options, seed, self.s.checkpoint)
+        info = {"fold": fold.name, "train_label": fold.train_label, "fit": "none"}
+        if self.s.checkpoint is not None:
+            info["fit"] = "checkpoint"
+            return detector, info
+        if not detector.trains or fold.train is None:
+            return detector, info
+        model_dir = run_dir / "models" / _safe(fold.name)
+        train = ClipSet(list(select(self.indexes[fold.train.dataset], fold.train).refs()), self.loader, detector.input_spec)
+        val = ClipSet(list(select(self.indexes[fold.val.dataset], fold.val).refs()), self.loader, detector.input_spec)
+        info.update(fit="fitted", train_clips=len(train), val_clips=len(val))
+        if model_dir.is_dir():
+            info["fit"] = "loaded from this run's earlier fit"
+            return type(detector).load(model_dir), info
+        if len(train) == 0:
+            raise RunError(f"fold '{fold.name}': no training clips in {fold.train}")
+        t0 = time.perf_counter()
+        self._say(f"fitting {self.s.detector} on {len(train)} clips ({fold.train_label}, seed {seed})")
+        detector.fit(train, val, seed=seed, device=self.s.device)
+        timings["fit_seconds"] += time.perf_counter() - t0
+        info["train_failed"] = _reasons(train.failures)
+        info["val_failed"] = _reasons(val.failures)
+        staging = model_dir.with_name(model_dir.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        detector.save(staging)
+        staging.rename(model_dir)
+        return detector, info
+
+    # -- scoring ------------------------------------------------------------------------------------
+    def score_test_set(self, detector: Detector, fold: Fold, test: TestSet, run_dir: Path, timings: dict) -> pd.DataFrame:
+        refs = list(select(self.indexes[test.selection.dataset], test.selection).refs())
+        if not refs:
+            raise RunError(f"test set '{test.name}' ({test.selection}) has no clips")
+        partial_dir = run_dir / "partial" / _safe(fold.name) / _safe(test.name)
+        done = set(_read_chunks(partial_dir)["clip_id"])
+        todo = [r for r in refs if r.clip_id not in done]
+        task = None
+        if self.progress is not None:
+            task = self.progress.add_task(f"{self.s.detector} · {test.name} · {fold.name}", total=len(refs),
+                                          completed=len(refs) - len(todo))
+        clips = ClipSet(todo, self.loader, detector.input_spec, remove_audio=self.s.protocol.missing_audio)
+        chunk_id = len(list(partial_dir.glob("chunk-*.parquet"))) if partial_dir.is_dir() else 0
+        pending: list[tuple[ClipRef, object, float]] = []
+        t_load = time.perf_counter()
+        for ref, clip in clips.results():
+            pending.append((ref, clip, time.perf_counter() - t_load))
+            if len(pending) == self.s.chunk_size:
+                timings["load_seconds"] += sum(p[2] for p in pending)
+                self._write_chunk(partial_dir, chunk_id, self._score_chunk(detector, fold, test, pending, timings))
+                chunk_id += 1
+                if task is not None:
+                    self.progress.advance(task, len(pending))
+                pending = []
+            t_load = time.perf_counter()
+        if pending:
+            timings["load_seconds"] += sum(p[2] for p in pending)
+            self._write_chunk(partial_dir, chunk_id, self._score_chunk(detector, fold, test, pending, timings))
+            if task is not None:
+                self.progress.advance(task, len(pending))
+        table = _read_chunks(partial_dir)
+        order = {r.clip_id: i for i, r in enumerate(refs)}
+        return table.sort_values("clip_id", key=lambda c: c.map(order)).reset_index(drop=True)
+
+    def _score_chunk(self, detector, fold, test, pending, timings) -> pd.DataFrame:
+        loaded = [(ref, clip) for ref, clip, _ in pending if not isinstance(clip, ClipError)]
+        results: dict[str, tuple[float, str, str, str]] = {}
+        for ref, err, _ in pending:
+            if isinstance(err, ClipError):
+                results[ref.clip_id] = (np.nan, "failed", err.reason, err.message)
+        t0 = time.perf_counter()
+        try:
+            values = detector.score_batch([clip for _, clip in loaded]) if loaded else []
+            for (ref, _), value in zip(loaded, values, strict=True):
+                results[ref.clip_id] = _checked(ref, value)
+        except Exception:  # one bad clip must not sink the batch: score them one by one
+            for ref, clip in loaded:
+                results[ref.clip_id] = self._score_one(detector, ref, clip)
+        elapsed = time.perf_counter() - t0
+        timings["score_seconds"] += elapsed
+        per_clip = elapsed / max(len(loaded), 1)
+        rows = []
+        for ref, _, load_s in pending:
+            score, status, reason, message = results[ref.clip_id]
+            rows.append({"fold": fold.name, "test_set": test.name, "clip_id": ref.clip_id, "label": ref.label,
+                         "category": ref.category, "method": ref.method,
+                         "subset_value": getattr(ref, test.subsets) if test.subsets else "",
+                         "score": score, "status": status, "reason": reason, "message": message,
+                         "seconds": load_s + (per_clip if status == "scored" else 0.0)})
+        return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+    def _score_one(self, detector, ref, clip) -> tuple[float, str, str, str]:
+        try:
+            return _checked(ref, detector.score(clip))
+        except ClipError as err:
+            return (np.nan, "failed", err.reason, err.message)
+        except Exception as exc:  # recorded with its traceback; the run goes on with the next clip
+            log.error("%s: detector error on %s\n%s", self.s.detector, ref.path, traceback.format_exc())
+            return (np.nan, "failed", "detector_error", f"{ref.path}: {type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _write_chunk(partial_dir: Path, chunk_id: int, table: pd.DataFrame) -> None:
+        with atomic_write(partial_dir / f"chunk-{chunk_id:06d}.parquet", "wb") as fh:
+            table.to_parquet(fh, index=False)
+
+    # -- the record ---------------------------------------------------------------------------------
+    def make_record(self, seed, detector, key, folds, fold_info, scores, timings) -> dict:
+        cls = type(detector)
+        rows = metric_rows(scores, folds, self.display, self.s.protocol.reports_average,
+                           probabilities=cls.scores_are_probabilities, seed=seed,
+                           n_resamples=self.s.bootstrap_resamples)
+        failed = scores[scores["status"] != "scored"]
+        return {
+            "schema": RECORD_SCHEMA,
+            "detector": self.s.detector,
+            "protocol": self.s.protocol.id,
+            "protocol_version": self.s.protocol.version,
+            "seed": seed,
+            "device": self.s.device,
+            "published_as": list(cls.published_as),
+            "scores_are_probabilities": cls.scores_are_probabilities,
+            "metrics": rows,
+            "coverage": {"total": len(scores), "scored": int(len(scores) - len(failed)), "failed": int(len(failed)),
+                         "reasons": {k: int(v) for k, v in failed["reason"].value_counts().items()}},
+            "folds": fold_info,
+            "timings": timings,
+            "scores_file": "scores.parquet",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "provenance": {
+                "avbench_version": avbench.__version__,
+                "git_commit": git_commit(),
+                "detector_version": detector.version,
+                "detector_config": detector.config(),
+                "checkpoint": str(self.s.checkpoint) if self.s.checkpoint else None,
+                "checkpoint_sha256": key["checkpoint_sha256"],
+                "protocol_spec": key["protocol"],
+                "protocol_sha256": self.s.protocol.spec_sha256(),
+                "index_fingerprints": key["index_fingerprints"],
+                "input_spec": detector.input_spec.as_dict(),
+                "seed": seed,
+                "device": self.s.device,
+                "python": sys.version.split()[0],
+                "platform": platform.platform(),
+                "packages": package_versions(),
+            },
+        }
+
+    def _say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress.console.log(message)
+        else:
+            log.info(message)
+
+
+def metric_rows(scores: pd.DataFrame, folds: list[Fold], display: dict[str, str], average: bool, *,
+                probabilities: bool, seed: int, n_resamples: int) -> list[dict]:
+    """Metric rows of a run: per test set ("all"), per subset, and their AVG where reported."""
+    rows = []
+    for fold in folds:
+        for test in fold.tests:
+            part = scores[(scores["fold"] == fold.name) & (scores["test_set"] == test.name)]
+            base = {"train": fold.train_label, "test_set": display.get(test.name, test.name)}
+            if test.as_subset:
+                rows += _rows_for(part, {**base, "subset": test.as_subset}, probabilities, seed, n_resamples)
+                continue
+            rows += _rows_for(part, {**base, "subset": "all"}, probabilities, seed, n_resamples)
+            if test.subsets:
+                reals = part[part["label"] == 0]
+                fakes = part[part["label"] == 1]
+                for value in sorted(v for v in fakes["subset_value"].unique() if v):
+                    subset = pd.concat([reals, fakes[fakes["subset_value"] == value]])
+                    rows += _rows_for(subset, {**base, "subset": value}, probabilities, seed, n_resamples)
+    if average:
+        rows += _average_rows(rows)
+    return rows
+
+
+def _rows_for(part: pd.DataFrame, base: dict, probabilities: bool, seed: int, n_resamples: int) -> list[dict]:
+    ok = part[part["status"] == "scored"]
+    labels, values = ok["label"].to_numpy(), ok["score"].to_numpy(dtype=float)
+    computed = metrics.compute_metrics(labels, values, probabilities=probabilities)
+    counts = {"n_real": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
+              "n_failed": int(len(part) - len(ok))}
+    rows = []
+    for name, value in computed.items():
+        low = high = None
+        if n_resamples and counts["n_real"] > 1 and counts["n_fake"] > 1:
+            low, high = metrics.bootstrap_ci(labels, values, name, n_resamples=n_resamples, seed=seed,
+                                             probabilities=probabilities)
+        rows.append({**base, "metric": name, "value": _num(value), "ci_low": _num(low), "ci_high": _num(high), **counts})
+    return rows
+
+
+def _average_rows(rows: list[dict]) -> list[dict]:
+    table = pd.DataFrame(rows)
+    subsets = table[table["subset"] != "all"]
+    out = []
+    for (train, test_set, metric), group in subsets.groupby(["train", "test_set", "metric"], sort=False):
+        values = group["value"].astype(float)
+        out.append({"train": train, "test_set": test_set, "subset": "AVG", "metric": metric,
+                    "value": _num(values.mean()) if values.notna().all() else None,
+                    "ci_low": None, "ci_high": None, "n_subsets": int(len(group))})
+    return out
+
+
+# -- small helpers ------------------------------------------------------------------------------------
+def _checked(ref: ClipRef, value) -> tuple[float, str, str, str]:
+    value = float(value)
+    if not np.isfinite(value):
+        return (np.nan, "failed", "non_finite_score", f"{ref.path}: the detector returned {value}")
+    return (value, "scored", "", "")
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+
+
+def _reasons(failures: dict[str, ClipError]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for err in failures.values():
+        counts[err.reason] = counts.get(err.reason, 0) + 1
+    return counts
+
+
+def _read_chunks(partial_dir: Path) -> pd.DataFrame:
+    files = sorted(partial_dir.glob("chunk-*.parquet")) if partial_dir.is_dir() else []
+    if not files:
+        return pd.DataFrame(columns=SCORE_COLUMNS)
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def _diff_keys(stored: dict, key: dict) -> str:
+    changed = [k for k in sorted(set(stored) | set(key)) if stored.get(k) != key.get(k)]
+    return "differs in " + ", ".join(changed)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+
+
+def _cache(cache_dir: Path | None):
+    from avbench.cache import MediaCache
+
+    return MediaCache(cache_dir) if cache_dir is not None else MediaCache()

@@ -1,0 +1,85 @@
+import pandas as pd
+import pytest
+
+from avbench import protocol
+from avbench.clips import ClipIndex
+
+
+def make_index(n_ids=10, categories=("fake_audio", "lipsync")) -> ClipIndex:
+    rows = []
+    for i in range(n_ids):
+        ident = f"id{i:02d}"
+        rows.append(dict(clip_id=f"real/{ident}", dataset="toy", path=f"real/{ident}.mp4", label=0,
+                         category="real", identity=ident))
+        for c in categories:
+            rows.append(dict(clip_id=f"{c}/{ident}", dataset="toy", path=f"{c}/{ident}.mp4", label=1,
+                             category=c, identity=ident))
+    return ClipIndex(pd.DataFrame(rows), "/data/toy")
+
+
+def test_catalogue_has_every_kind_and_versions():
+    found = protocol.available()
+    assert {"demo", "intra_dataset", "cross_manipulation", "cross_dataset", "test_only"} <= set(found)
+    assert {p.kind for p in found.values()} == set(protocol.KINDS)
+    assert all(p.version >= 1 and p.description for p in found.values())
+
+
+def test_missing_audio_variant_and_unknown_names():
+    p = protocol.get("demo+missing_audio")
+    assert p.missing_audio and p.id == "demo+missing_audio"
+    assert p.spec_sha256() != protocol.get("demo").spec_sha256()
+    with pytest.raises(KeyError, match="unknown protocol variant"):
+        protocol.get("demo+no_video")
+    with pytest.raises(KeyError, match="unknown protocol 'nope'"):
+        protocol.get("nope")
+
+
+def test_identity_split_is_disjoint_seeded_and_complete():
+    index = make_index(n_ids=10)
+    p = protocol.get("intra_dataset").with_params(dataset="toy")
+    split = p.assign_splits(index).frame
+    by_identity = split.groupby("identity")["split"].nunique()
+    assert (by_identity == 1).all()  # no identity in two splits
+    assert set(split["split"]) == {"train", "val", "test"}
+    again = p.assign_splits(index).frame
+    assert (again["split"] == split["split"]).all()
+    other = p.with_params(split_seed=1).assign_splits(index).frame
+    assert not (other["split"] == split["split"]).all()
+
+
+def test_identity_split_refuses_clips_without_identity():
+    frame = make_index(4).frame
+    frame.loc[0, "identity"] = ""
+    with pytest.raises(ValueError, match="no identity"):
+        protocol.identity_split(frame["identity"], [0.6, 0.2, 0.2], 0)
+
+
+def test_cross_manipulation_has_one_fold_per_category_with_the_category_held_out():
+    p = protocol.get("cross_manipulation").with_params(dataset="toy")
+    index = p.assign_splits(make_index(10, ("a", "b", "c")))
+    folds = p.folds({"toy": index}, {"toy": "Toy"})
+    assert [f.name for f in folds] == ["a", "b", "c"]
+    for fold in folds:
+        train = protocol.select(index, fold.train).frame
+        test = protocol.select(index, fold.tests[0].selection).frame
+        assert fold.name not in set(train.loc[train.label == 1, "category"])
+        assert set(test.loc[test.label == 1, "category"]) == {fold.name}
+        assert (test.label == 0).any()
+        assert fold.train_label == "Toy minus held-out"
+        assert fold.tests[0].as_subset == fold.name
+
+
+def test_cross_dataset_keeps_official_split_of_test_datasets():
+    p = protocol.get("cross_dataset").with_params(train="toy", test=["other"])
+    # the identity split applies to the training dataset only
+    frame = make_index(3).frame.copy()
+    frame["dataset"] = "other"
+    frame["split"] = "test"
+    kept = p.assign_splits(ClipIndex(frame, "/x")).frame
+    assert (kept["split"] == "test").all()
+    assert p.datasets() == ["other", "toy"]
+
+
+def test_with_params_rejects_unknown_parameters():
+    with pytest.raises(ValueError, match="has no parameter"):
+        protocol.get("demo").with_params(datset="x")
