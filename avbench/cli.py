@@ -101,7 +101,9 @@ def _print_rows(rows: list[dict], fmt: ListFormat, title: str) -> None:
     elif fmt is ListFormat.csv:
         typer.echo(pd.DataFrame(rows).to_csv(index=False), nl=False)
     elif fmt is ListFormat.md:
-        typer.echo(pd.DataFrame(rows).to_markdown(index=False) if rows else "")
+        from avbench.leaderboard import markdown_table
+
+        typer.echo(markdown_table(list(rows[0]) if rows else [], [list(r.values()) for r in rows]), nl=False)
     else:
         table = Table(title=title)
         for column in rows[0] if rows else []:
@@ -318,14 +320,17 @@ def check(
         return
     if not golden.is_file():
         raise fail(f"golden table not found: {golden}")
-    data = json.loads(golden.read_text())
-    tol = tolerance if tolerance is not None else float(data.get("tolerance", 0.02))
-    problems = leaderboard.check_against_golden(board, data["rows"], tol)
+    try:
+        rows, golden_tolerance = leaderboard.read_golden(golden)
+    except ValueError as exc:
+        raise fail(str(exc))
+    tol = tolerance if tolerance is not None else golden_tolerance
+    problems = leaderboard.check_against_golden(board, rows, tol)
     if problems:
         for problem in problems:
             err_console.print(f"[red]regression:[/] {problem}")
         raise typer.Exit(EXIT_REGRESSION)
-    console.print(f"[green]ok[/]: {len(data['rows'])} golden cells within ±{tol}")
+    console.print(f"[green]ok[/]: {len(rows)} golden cells within ±{tol}")
 
 
 # -- demo -------------------------------------------------------------------------------------------------

@@ -1,0 +1,3 @@
+from avbench.cli import app
+
+app(prog_name="avbench")

@@ -1,0 +1,308 @@
+"""The leaderboard: run records in, one row per cell out, beside the papers' published numbers.
+
+A cell is detector x protocol x train x test_set x subset x metric. Each run record (one seed of
+one detector on one protocol, written by the runner as **/record.json) gives one value per cell;
+the leaderboard reports their mean and sample standard deviation over seeds. Values are fractions
+everywhere except in the human formats (table, md), which show percent.
+
+Published numbers (leaderboards/published.csv, in percent) are matched to a cell when the method
+is one of the detector's `published_as` names and train, test and metric agree; names compare
+case-insensitively ("fakeavceleb" = "FakeAVCeleb"), since dataset names and display names differ
+only in case. Subsets: a published row with an empty subset is about the whole test set, so it
+matches our "all"; every other subset, "AVG" included, matches the subset of the same name. A
+published "AVG" and our "AVG" are both means over the subsets a table reports, which need not be
+the same subsets: the match says the numbers are comparable in kind, not that the columns agree.
+When several published rows match, `published` is the first in file order (papers' main tables
+come before supplementary ones) and `published_source` names every match; a later source whose
+number differs shows it in parentheses.
+
+The golden check guards against regressions: a committed leaderboard (JSON rows plus a tolerance)
+against which a fresh run must not move a mean by more than the tolerance or lose a cell.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from avbench.io import write_json
+from avbench.metrics import METRICS
+
+KEY = ("detector", "protocol", "train", "test_set", "subset", "metric")
+COLUMNS = (*KEY, "mean", "std", "n_seeds", "seeds", "coverage", "published", "published_source")
+FORMATS = ("table", "md", "csv", "json")
+PUBLISHED_COLUMNS = ("source", "table", "method", "modality", "train", "test", "subset", "metric", "value", "note")
+_CELL_FIELDS = ("train", "test_set", "subset", "metric")
+_FLOAT_SLACK = 1e-12  # so that |0.93 - 0.91| is not "more than 0.02" through rounding
+
+
+# -- run records -----------------------------------------------------------------------------------
+def record_problems(record) -> list[str]:
+    """What makes `record` unusable as a schema-1 run record; empty when it is fine."""
+    if not isinstance(record, dict):
+        return ["not a JSON object"]
+    if record.get("schema") != 1:
+        return [f"schema is {record.get('schema')!r}, expected 1"]
+    problems = [f"'{k}' must be a non-empty string" for k in ("detector", "protocol")
+                if not (isinstance(record.get(k), str) and record[k])]
+    problems += [f"'{k}' must be an integer" for k in ("seed", "protocol_version") if not _is_int(record.get(k))]
+    names = record.get("published_as")
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        problems.append("'published_as' must be a list of strings")
+    coverage = record.get("coverage")
+    if not (isinstance(coverage, dict) and _is_int(coverage.get("total")) and _is_int(coverage.get("scored"))
+            and 0 <= coverage["scored"] <= coverage["total"]):
+        problems.append("'coverage' must hold integers 0 <= scored <= total")
+    metrics = record.get("metrics")
+    if not isinstance(metrics, list):
+        return problems + ["'metrics' must be a list"]
+    seen = set()
+    for i, entry in enumerate(metrics):
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in _CELL_FIELDS)):
+            problems.append(f"metrics[{i}] needs string fields {', '.join(_CELL_FIELDS)}")
+            continue
+        value = entry.get("value")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            problems.append(f"metrics[{i}] value {value!r} is not a number or null")
+        cell = tuple(entry[k] for k in _CELL_FIELDS)
+        if cell in seen:
+            problems.append(f"metrics[{i}] repeats the cell {'/'.join(cell)}")
+        seen.add(cell)
+    return problems
+
+
+def load_records(runs_dir) -> list[dict]:
+    """Every valid **/record.json under `runs_dir`, each with its file in '_path'. Files that are
+    not valid records are skipped with a warning that names them and says why."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"runs directory {runs_dir} does not exist")
+    records = []
+    for path in sorted(runs_dir.rglob("record.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            warnings.warn(f"skipping {path}: not readable JSON ({err})", stacklevel=2)
+            continue
+        problems = record_problems(record)
+        if problems:
+            warnings.warn(f"skipping {path}: {'; '.join(problems)}", stacklevel=2)
+            continue
+        records.append({**record, "_path": str(path)})
+    return records
+
+
+# -- published numbers ------------------------------------------------------------------------------
+def load_published(path=None) -> pd.DataFrame:
+    """The papers' numbers (percent) as strings, except `value` (float); the packaged copy by default."""
+    source = Path(path) if path is not None else files("avbench.leaderboards") / "published.csv"
+    with source.open("rb") as fh:
+        frame = pd.read_csv(fh, dtype=str, keep_default_na=False)
+    missing = [c for c in PUBLISHED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{source}: missing columns {missing}")
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    if values.isna().any():
+        bad = frame.loc[values.isna(), "value"].head(5).tolist()
+        raise ValueError(f"{source}: non-numeric values {bad} in rows {(values[values.isna()].index + 2).tolist()[:5]}")
+    return frame.assign(value=values.astype(float))
+
+
+def _published_lookup(published: pd.DataFrame) -> dict[tuple, list[tuple[int, str, float]]]:
+    """(method, train, test, subset, metric) -> [(file position, source, value in percent)]."""
+    lookup: dict[tuple, list[tuple[int, str, float]]] = {}
+    for position, row in enumerate(published.itertuples(index=False)):
+        if row.metric in METRICS:
+            key = _match_key(row.method, row.train, row.test, row.subset or "all", row.metric)
+            lookup.setdefault(key, []).append((position, f"{row.source} {row.table}", float(row.value)))
+    return lookup
+
+
+def _match_key(method, train, test, subset, metric) -> tuple:
+    return method.casefold(), train.casefold(), test.casefold(), subset.casefold(), metric
+
+
+def _published_for(cell: dict, names: set[str], lookup: dict) -> tuple[float, str]:
+    matches = sorted(m for name in names
+                     for m in lookup.get(_match_key(name, cell["train"], cell["test_set"], cell["subset"],
+                                                    cell["metric"]), []))
+    if not matches:
+        return math.nan, ""
+    first = matches[0][2]
+    return first / 100, "; ".join(src if value == first else f"{src} ({value:g})" for _, src, value in matches)
+
+
+# -- building ---------------------------------------------------------------------------------------
+def build_leaderboard(records: list[dict], published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per cell, columns COLUMNS, sorted by detector, protocol, train, test set, subset
+    ("all" first, "AVG" last) and metric (METRICS order). A value that is NaN for any seed makes
+    the cell's mean NaN: an undefined metric is reported, not averaged away."""
+    _check_records(records)
+    rows = []
+    for rec in records:
+        scored, total = rec["coverage"]["scored"], rec["coverage"]["total"]
+        for entry in rec["metrics"]:
+            value = math.nan if entry["value"] is None else float(entry["value"])
+            rows.append({"detector": rec["detector"], "protocol": rec["protocol"],
+                         **{k: entry[k] for k in _CELL_FIELDS},
+                         "value": value, "seed": rec["seed"], "scored": scored, "total": total})
+    if not rows:
+        return pd.DataFrame(columns=list(COLUMNS))
+    cells = (pd.DataFrame(rows).groupby(list(KEY), sort=False)
+             .agg(mean=("value", lambda v: float(np.mean(v.to_numpy()))),
+                  std=("value", lambda v: float(np.std(v.to_numpy(), ddof=1)) if len(v) > 1 else math.nan),
+                  n_seeds=("seed", "size"),
+                  seeds=("seed", lambda v: ",".join(map(str, sorted(v)))),
+                  scored=("scored", "sum"), total=("total", "sum"))
+             .reset_index())
+    cells["coverage"] = cells["scored"] / cells["total"].where(cells["total"] > 0)
+    names: dict[str, set[str]] = {}
+    for rec in records:
+        names.setdefault(rec["detector"], set()).update(rec["published_as"])
+    lookup = _published_lookup(published) if published is not None else {}
+    matched = [_published_for(cell, names[cell["detector"]], lookup) for cell in cells.to_dict("records")]
+    cells["published"] = [value for value, _ in matched]
+    cells["published_source"] = [source for _, source in matched]
+    return cells.sort_values(list(KEY), key=_sort_key, ignore_index=True)[list(COLUMNS)]
+
+
+def _sort_key(column: pd.Series) -> pd.Series:
+    """Subsets as a paper prints them ("all", the named ones, "AVG"); metrics in METRICS order."""
+    if column.name == "subset":
+        return column.map(lambda s: f"{0 if s == 'all' else 2 if s == 'AVG' else 1}{s}")
+    if column.name == "metric":
+        return column.map(lambda m: f"{METRICS.index(m) if m in METRICS else len(METRICS)}{m}")
+    return column
+
+
+def _check_records(records: list[dict]) -> None:
+    """Valid records only, and one per seed: two runs of one seed are one seed twice, not two seeds,
+    and two protocol versions are two protocols."""
+    seen: dict[tuple, str] = {}
+    versions: dict[tuple, tuple[int, str]] = {}
+    for i, rec in enumerate(records):
+        path = rec.get("_path", f"<record {i}>") if isinstance(rec, dict) else f"<record {i}>"
+        problems = record_problems(rec)
+        if problems:
+            raise ValueError(f"{path}: {'; '.join(problems)}")
+        run = (rec["detector"], rec["protocol"], rec["seed"])
+        if run in seen:
+            raise ValueError(f"two records of detector '{run[0]}', protocol '{run[1]}', seed {run[2]}: "
+                             f"{seen[run]} and {path}; keep one")
+        seen[run] = path
+        version, first = versions.setdefault(run[:2], (rec["protocol_version"], path))
+        if version != rec["protocol_version"]:
+            raise ValueError(f"detector '{run[0]}', protocol '{run[1]}' mixes protocol versions {version} ({first}) "
+                             f"and {rec['protocol_version']} ({path}); keep the runs of one version")
+
+
+# -- rendering --------------------------------------------------------------------------------------
+def leaderboard_rows(df: pd.DataFrame) -> list[dict]:
+    """The rows as plain JSON-ready dicts, NaN as None."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v.item() if isinstance(v, np.generic) else v)
+             for k, v in row.items()} for row in df.to_dict("records")]
+
+
+def render(df: pd.DataFrame, fmt: str):
+    """table: a rich Table; md: GitHub markdown; csv and json: machine-readable fractions."""
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt == "json":
+        return json.dumps(leaderboard_rows(df), indent=2, allow_nan=False)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    headers = ["detector", "protocol", "train", "test set", "subset", "metric", "ours (%)", "seeds", "coverage",
+               "published (%)", "published in"]
+    numeric = {"ours (%)", "seeds", "coverage", "published (%)"}
+    lines = [[*(str(row[k]) for k in KEY), _mean_std(row["mean"], row["std"]), str(row["n_seeds"]),
+              _percent(row["coverage"], "%"), _percent(row["published"]), row["published_source"]]
+             for row in df.to_dict("records")]
+    if fmt == "table":
+        table = Table(title="avbench leaderboard")
+        for h in headers:
+            table.add_column(h, justify="right" if h in numeric else "left")
+        for line in lines:
+            table.add_row(*line)
+        return table
+    return markdown_table(headers, lines, numeric)
+
+
+def markdown_table(headers: list[str], lines: list[list[str]], numeric=frozenset()) -> str:
+    """A GitHub markdown table; columns named in `numeric` are right-aligned."""
+    escape = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+    out = ["| " + " | ".join(headers) + " |",
+           "|" + "|".join("---:" if h in numeric else "---" for h in headers) + "|"]
+    out += ["| " + " | ".join(escape(cell) for cell in line) + " |" for line in lines]
+    return "\n".join(out) + "\n"
+
+
+def _percent(value, suffix: str = "") -> str:
+    return "" if pd.isna(value) else f"{100 * value:.1f}{suffix}"
+
+
+def _mean_std(mean, std) -> str:
+    if pd.isna(mean):
+        return "n/a"
+    return _percent(mean) if pd.isna(std) else f"{_percent(mean)} ± {_percent(std)}"
+
+
+# -- golden regression check ------------------------------------------------------------------------
+def check_against_golden(current: pd.DataFrame, golden_rows: list[dict], tolerance: float) -> list[str]:
+    """One message per golden cell that is missing now or whose mean moved by more than `tolerance`
+    (absolute, a fraction: 0.02 is two points of AUC). A NaN mean matches only a NaN (null) one."""
+    now = {_cell(row): row["mean"] for row in leaderboard_rows(current)}
+    problems = []
+    for i, row in enumerate(golden_rows):
+        missing = [k for k in (*KEY, "mean") if k not in row]
+        if missing:
+            problems.append(f"golden row {i} lacks {', '.join(missing)}")
+            continue
+        cell, expected = _cell(row), row["mean"]
+        name = "/".join(map(str, cell))
+        if cell not in now:
+            problems.append(f"{name}: missing from the current leaderboard (golden mean {_fraction(expected)})")
+            continue
+        actual = now[cell]
+        if (actual is None) != (expected is None) or (
+                actual is not None and abs(actual - expected) > tolerance + _FLOAT_SLACK):
+            problems.append(f"{name}: mean {_fraction(actual)} vs golden {_fraction(expected)} "
+                            f"(tolerance {tolerance})")
+    return problems
+
+
+def new_cells(current: pd.DataFrame, golden_rows: list[dict]) -> list[str]:
+    """Cells of the current leaderboard that the golden table lacks (not failures)."""
+    golden = {_cell(row) for row in golden_rows if all(k in row for k in KEY)}
+    return ["/".join(map(str, cell)) for cell in map(_cell, leaderboard_rows(current)) if cell not in golden]
+
+
+def write_golden(df: pd.DataFrame, path, tolerance: float) -> Path:
+    return write_json(path, {"tolerance": tolerance, "rows": leaderboard_rows(df)})
+
+
+def read_golden(path) -> tuple[list[dict], float]:
+    """(rows, tolerance) of a golden file written by `write_golden`."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not (isinstance(data, dict) and isinstance(data.get("rows"), list)
+            and isinstance(data.get("tolerance"), (int, float)) and not isinstance(data["tolerance"], bool)):
+        raise ValueError(f"{path}: a golden file is a JSON object with 'rows' (a list) and 'tolerance' (a number)")
+    return data["rows"], float(data["tolerance"])
+
+
+def _cell(row: dict) -> tuple:
+    return tuple(row[k] for k in KEY)
+
+
+def _fraction(value) -> str:
+    return "null" if value is None else f"{value:.4f}"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

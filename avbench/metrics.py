@@ -1,0 +1,148 @@
+"""Clip-level metrics, their bootstrap confidence intervals, and window-to-video score pooling.
+
+Conventions: fake = 1 is the positive class; higher scores mean more likely fake; every metric is
+a fraction in [0, 1] computed on the raw scores (AUC, AP, EER never see a threshold). ACC needs a
+threshold, so it exists only for probabilities, at 0.5. A metric that needs both classes is NaN
+when the labels hold one class only; callers report it rather than drop it.
+
+Point estimates come from scikit-learn. The bootstrap needs a thousand of them in about a second,
+which scikit-learn's per-call overhead does not allow, so it computes the same ROC and
+precision-recall curves for a whole batch of resamples at once (`_batch_metric`); the tests check
+that both agree on tied and untied scores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+METRICS = ("AUC", "AP", "ACC", "EER")
+AGGREGATIONS = ("mean_logit", "mean_prob", "max", "min", "median", "lse")
+THRESHOLD = 0.5
+_BATCH_ELEMENTS = 2_000_000  # resamples x clips held in memory at once by the bootstrap
+
+
+def higher_is_better(metric: str) -> bool:
+    _check_metric(metric)
+    return metric != "EER"
+
+
+def compute_metrics(labels, scores, *, probabilities: bool) -> dict[str, float]:
+    """AUC, AP, EER and (for probabilities only) ACC at 0.5, as fractions, in METRICS order."""
+    y, s = _validate(labels, scores, probabilities)
+    auc = ap = eer = np.nan
+    if 0 < y.sum() < len(y):
+        fpr, tpr, _ = roc_curve(y, s)
+        auc, ap, eer = roc_auc_score(y, s), average_precision_score(y, s), _eer(fpr[None], tpr[None])[0]
+    out = {"AUC": float(auc), "AP": float(ap)}
+    if probabilities:
+        out["ACC"] = float(np.mean((s >= THRESHOLD) == y))
+    out["EER"] = float(eer)
+    return out
+
+
+def bootstrap_ci(labels, scores, metric: str, *, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0,
+                 probabilities: bool = True) -> tuple[float, float]:
+    """Percentile interval of `metric` over stratified resamples: reals and fakes are resampled
+    separately, so every resample keeps the test set's class counts and has both classes."""
+    _check_metric(metric)
+    if metric == "ACC" and not probabilities:
+        raise ValueError("ACC needs probabilities: it is computed at a threshold of 0.5")
+    if not 0 < alpha < 1 or n_resamples < 1:
+        raise ValueError(f"need 0 < alpha < 1 and n_resamples >= 1, got alpha={alpha}, n_resamples={n_resamples}")
+    y, s = _validate(labels, scores, probabilities)
+    fakes, reals = s[y == 1], s[y == 0]
+    if metric != "ACC" and (len(fakes) == 0 or len(reals) == 0):
+        return np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    y_row = np.r_[np.ones(len(fakes)), np.zeros(len(reals))]
+    chunk = max(1, _BATCH_ELEMENTS // len(s))
+    values = []
+    for start in range(0, n_resamples, chunk):
+        b = min(chunk, n_resamples - start)
+        batch = np.concatenate([fakes[rng.integers(0, len(fakes), (b, len(fakes)))],
+                                reals[rng.integers(0, len(reals), (b, len(reals)))]], axis=1)
+        values.append(_batch_metric(np.broadcast_to(y_row, batch.shape), batch, metric))
+    low, high = np.quantile(np.concatenate(values), [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def aggregate_windows(window_scores, how: str) -> float:
+    """One video score from its windows' scores.
+
+    Inputs are logits (any real number, higher = more fake) and so is the output, whatever `how`:
+    mean_logit, max, min and median pool the logits themselves; lse is log(mean(exp(x))), a
+    smooth max that stays on the logits' scale (a constant x gives x back); mean_prob averages
+    the windows' probabilities sigmoid(x) and returns the logit of that mean.
+    """
+    x = np.asarray(window_scores, dtype=float)
+    if x.ndim != 1 or len(x) == 0:
+        raise ValueError(f"window scores must be a non-empty 1-D sequence, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"window scores must be finite logits; got {x[~np.isfinite(x)][:5].tolist()}")
+    if how == "mean_logit":
+        return float(x.mean())
+    if how == "mean_prob":
+        # logit(mean(sigmoid(x))) = log(sum(sigmoid(x))) - log(sum(sigmoid(-x))), computed in log space
+        return float(np.logaddexp.reduce(-np.logaddexp(0, -x)) - np.logaddexp.reduce(-np.logaddexp(0, x)))
+    if how == "max":
+        return float(x.max())
+    if how == "min":
+        return float(x.min())
+    if how == "median":
+        return float(np.median(x))
+    if how == "lse":
+        return float(np.logaddexp.reduce(x) - np.log(len(x)))
+    raise ValueError(f"unknown aggregation '{how}'; choose one of {', '.join(AGGREGATIONS)}")
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
+
+
+def _validate(labels, scores, probabilities: bool) -> tuple[np.ndarray, np.ndarray]:
+    y, s = np.asarray(labels), np.asarray(scores, dtype=float)
+    if y.ndim != 1 or s.shape != y.shape or len(y) == 0:
+        raise ValueError(f"labels and scores must be non-empty 1-D and of one length, got {y.shape} and {s.shape}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"labels must be 0 (real) or 1 (fake), got {sorted(set(np.unique(y).tolist()) - {0, 1})[:5]}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{int((~np.isfinite(s)).sum())} scores are not finite")
+    if probabilities and (s.min() < 0 or s.max() > 1):
+        raise ValueError(f"scores in [{s.min():.3g}, {s.max():.3g}] are not probabilities: pass probabilities=False")
+    return y.astype(int), s
+
+
+def _eer(fpr: np.ndarray, tpr: np.ndarray) -> np.ndarray:
+    """Equal error rate of each row's ROC (vertices from (0, 0) to (1, 1), repeats allowed): where the
+    piecewise-linear curve crosses FPR = FNR, interpolated along the segment that crosses it."""
+    gap = fpr - (1 - tpr)  # -1 at (0, 0), rises to +1 at (1, 1)
+    i = np.argmax(gap >= 0, axis=1)[:, None]  # first vertex on or past the line; its predecessor is before it
+    g0, g1 = np.take_along_axis(gap, i - 1, 1), np.take_along_axis(gap, i, 1)
+    f0, f1 = np.take_along_axis(fpr, i - 1, 1), np.take_along_axis(fpr, i, 1)
+    return (f0 - g0 / (g1 - g0) * (f1 - f0))[:, 0]
+
+
+def _batch_metric(y: np.ndarray, s: np.ndarray, metric: str) -> np.ndarray:
+    """`metric` of each row of (labels, scores), both (B, n), every row holding both classes for
+    AUC/AP/EER; the same definitions as scikit-learn's, vectorised over rows."""
+    if metric == "ACC":
+        return np.mean((s >= THRESHOLD) == y, axis=1)
+    order = np.argsort(-s, axis=1, kind="stable")
+    s, y = np.take_along_axis(s, order, 1), np.take_along_axis(y, order, 1)
+    tp, fp = np.cumsum(y, axis=1), np.cumsum(1 - y, axis=1)
+    # Thresholds sit between distinct scores: every clip of a tie group takes the group's last counts.
+    n = s.shape[1]
+    last_of_group = np.ones_like(s, dtype=bool)
+    last_of_group[:, :-1] = s[:, 1:] != s[:, :-1]
+    group_end = np.minimum.accumulate(np.where(last_of_group, np.arange(n), n)[:, ::-1], axis=1)[:, ::-1]
+    tp, fp = np.take_along_axis(tp, group_end, 1), np.take_along_axis(fp, group_end, 1)
+    zero = np.zeros((len(s), 1))
+    tpr = np.concatenate([zero, tp], axis=1) / tp[:, -1:]
+    if metric == "AP":
+        return np.sum(np.diff(tpr, axis=1) * tp / (tp + fp), axis=1)
+    fpr = np.concatenate([zero, fp], axis=1) / fp[:, -1:]
+    if metric == "AUC":
+        return np.trapezoid(tpr, fpr, axis=1)
+    return _eer(fpr, tpr)
