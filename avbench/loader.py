@@ -1,0 +1,150 @@
+"""Turn clip references into the decoded inputs a detector's InputSpec asks for, through the cache.
+
+`MediaLoader.load` decodes a clip once per setting: frames at the spec's rate, face and mouth crops
+from 68-point landmarks, 16 kHz mono audio from the separate audio file or the container. A clip
+that cannot give what the spec needs raises ClipError with the reason and the file, and that
+outcome is cached too, so a clip without a face is not searched again for the next detector.
+`ClipSet` is the lazy collection detectors train on and the runner scores.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from avbench import faces, media
+from avbench.cache import MediaCache
+from avbench.clips import Clip, ClipError, ClipRef
+from avbench.detector import InputSpec
+
+
+class MediaLoader:
+    """Decodes clips for an InputSpec; `detect_every` > 1 runs the face detector on every k-th frame only."""
+
+    def __init__(self, cache: MediaCache | None = None, detect_every: int = 1):
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        self.cache = cache
+        self.detect_every = detect_every
+
+    def load(self, ref: ClipRef, spec: InputSpec, remove_audio: bool = False) -> Clip:
+        """The clip's inputs for `spec`. remove_audio (missing-audio protocols): the audio is not
+        decoded; the clip gets None if the spec accepts that, else silence as long as the video."""
+        if spec.needs_faces and not spec.video:
+            raise ValueError(f"face or mouth crops need video: the spec has fps=None ({spec})")
+        arrays = self._decoded(ref, spec, needs_audio=spec.audio and not remove_audio)
+        clip = Clip(ref=ref, fps=spec.fps, **arrays)
+        if remove_audio:
+            clip.audio_removed = True
+            if spec.audio and not spec.audio_optional:
+                clip.audio = np.zeros(round(self._video_seconds(clip, spec) * clip.sample_rate), np.float32)
+        return clip
+
+    def _decoded(self, ref: ClipRef, spec: InputSpec, needs_audio: bool) -> dict[str, np.ndarray]:
+        media.require_file(ref.path)
+        audio_file = ref.audio_path if needs_audio else None
+        if audio_file is not None:
+            media.require_file(audio_file)
+        if self.cache is None:
+            return self._decode(ref, spec, needs_audio)
+        params = {
+            "fps": spec.fps, "frame_size": spec.frame_size, "face_size": spec.face_size,
+            "mouth_size": spec.mouth_size, "max_seconds": spec.max_seconds, "audio": needs_audio,
+            "sample_rate": media.SAMPLE_RATE, "detect_every": self.detect_every if spec.needs_faces else None,
+        }
+        key = self.cache.key(ref.path, audio_file, params)
+        cached = self.cache.get(key)
+        if cached is not None:
+            if "error_reason" in cached:
+                raise ClipError(str(cached["error_reason"]), str(cached["error_message"]))
+            return cached
+        try:
+            arrays = self._decode(ref, spec, needs_audio)
+        except ClipError as exc:
+            self.cache.put(key, {"error_reason": np.array(exc.reason), "error_message": np.array(exc.message)})
+            raise
+        self.cache.put(key, arrays)
+        return arrays
+
+    def _decode(self, ref: ClipRef, spec: InputSpec, needs_audio: bool) -> dict[str, np.ndarray]:
+        arrays: dict[str, np.ndarray] = {}
+        if spec.video:
+            arrays.update(self._decode_video(ref, spec))
+        if needs_audio:
+            arrays["audio"] = media.decode_audio(ref.audio_path or ref.path, media.SAMPLE_RATE, spec.max_seconds)
+        return arrays
+
+    def _decode_video(self, ref: ClipRef, spec: InputSpec) -> dict[str, np.ndarray]:
+        """Frames, and crops cut from the full-resolution frames; landmarks and boxes are given in
+        the coordinates of the returned (possibly resized) frames."""
+        frames = media.decode_video(ref.path, spec.fps, spec.max_seconds)
+        arrays: dict[str, np.ndarray] = {}
+        scale = np.ones(2, dtype=np.float32)
+        if spec.frame_size is not None:
+            height, width = frames.shape[1:3]
+            scale = np.array([spec.frame_size / width, spec.frame_size / height], dtype=np.float32)
+            arrays["frames"] = media.resize_frames(frames, spec.frame_size)
+        else:
+            arrays["frames"] = frames
+        if spec.needs_faces:
+            try:
+                boxes, landmarks = faces.track_faces(frames, self.detect_every)
+            except ClipError as exc:
+                raise ClipError(exc.reason, f"{ref.path}: {exc.message}") from exc
+            if spec.face_size is not None:
+                arrays["faces"] = faces.crop_faces(frames, landmarks, spec.face_size)
+            if spec.mouth_size is not None:
+                arrays["mouths"] = faces.crop_mouths(frames, landmarks, spec.mouth_size)
+            arrays["landmarks"] = landmarks * scale
+            arrays["boxes"] = boxes * np.tile(scale, 2)
+        return arrays
+
+    @staticmethod
+    def _video_seconds(clip: Clip, spec: InputSpec) -> float:
+        """Length of the clip's video: of the decoded frames, else as the container states it."""
+        if clip.frames is not None:
+            return len(clip.frames) / clip.fps
+        info = media.probe(clip.ref.path)
+        if info.duration is None:
+            raise ClipError("unknown_duration", f"{clip.ref.path}: the container states no duration, "
+                                                "so a silent track of its length cannot be made")
+        return info.duration if spec.max_seconds is None else min(info.duration, spec.max_seconds)
+
+
+class ClipSet:
+    """The clips of `refs` as `spec` wants them, loaded lazily on each pass.
+
+    Iterating yields only the clips that load (a detector's fit never sees a broken clip) and records
+    the others in `failures`; `results()` yields every ref in order with its Clip or its ClipError.
+    """
+
+    def __init__(self, refs: Sequence[ClipRef], loader: MediaLoader, spec: InputSpec, remove_audio: bool = False):
+        self.refs = list(refs)
+        self.loader = loader
+        self.spec = spec
+        self.remove_audio = remove_audio
+        self.failures: dict[str, ClipError] = {}
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([ref.label for ref in self.refs], dtype=np.int64)
+
+    def results(self) -> Iterator[tuple[ClipRef, Clip | ClipError]]:
+        for ref in self.refs:
+            try:
+                clip = self.loader.load(ref, self.spec, self.remove_audio)
+            except ClipError as exc:
+                self.failures[ref.clip_id] = exc
+                yield ref, exc
+            else:
+                self.failures.pop(ref.clip_id, None)
+                yield ref, clip
+
+    def __iter__(self) -> Iterator[Clip]:
+        for _, result in self.results():
+            if isinstance(result, Clip):
+                yield result

@@ -1,0 +1,191 @@
+"""Tiny media files for tests: a talking face that dlib finds, and every kind of broken input.
+
+Everything is synthesised from `skimage.data.astronaut()` and sine tones, so tests need no data
+download. `sample_media(directory)` writes the whole set; the building blocks are public too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+#: In skimage.data.astronaut(): centre of dlib's face box and mean of the mouth landmarks (48-67).
+ASTRONAUT_FACE_CENTRE = (222.5, 126.5)
+ASTRONAUT_MOUTH_CENTRE = (223.0, 145.5)
+
+#: Video and audio encoder for each container, chosen by the file's suffix.
+CODECS: dict[str, tuple[str | None, str]] = {
+    ".mp4": ("libx264", "aac"),
+    ".mov": ("libx264", "aac"),
+    ".mkv": ("libx264", "aac"),
+    ".avi": ("mpeg4", "pcm_s16le"),  # not mp3: its encoder delay makes the avi muxer shift the video
+    ".webm": ("libvpx-vp9", "libopus"),
+    ".wav": (None, "pcm_s16le"),
+}
+
+
+@dataclass(frozen=True)
+class TalkingFace:
+    frames: np.ndarray  # (T, size, size, 3) uint8
+    audio: np.ndarray  # (N,) float32
+    fps: float
+    sample_rate: int
+    mouth_centres: np.ndarray  # (T, 2) float: x, y of the painted mouth in each frame
+
+
+def talking_face(seconds: float = 1.0, fps: float = 25.0, size: int = 160, sample_rate: int = 16000,
+                 drift: int = 8, syllable_hz: float = 4.0) -> TalkingFace:
+    """The astronaut's face drifting sideways by up to `drift` px, its mouth opening in time with speech.
+
+    One envelope (syllables at `syllable_hz`) sets both the height of a dark mouth opening painted over
+    the lips and the loudness of a voiced tone, so audio and video are in sync. `size` >= 128 keeps the
+    face large enough (~87 px) for dlib's detector.
+    """
+    from skimage.data import astronaut
+    from skimage.draw import ellipse
+
+    image = astronaut()
+    n_frames = round(seconds * fps)
+    cx, cy = ASTRONAUT_FACE_CENTRE
+    frames, mouths = [], []
+    for k in range(n_frames):
+        t = k / fps
+        x0 = round(cx - size / 2 + drift * math.sin(math.pi * t))
+        y0 = round(cy - size / 2)
+        frame = image[y0:y0 + size, x0:x0 + size].copy()
+        mx, my = ASTRONAUT_MOUTH_CENTRE[0] - x0, ASTRONAUT_MOUTH_CENTRE[1] - y0
+        opening = 1.0 + 6.0 * _envelope(t, syllable_hz)
+        rr, cc = ellipse(my, mx, opening, 14.0, shape=frame.shape[:2])
+        frame[rr, cc] = (70, 20, 25)
+        frames.append(frame)
+        mouths.append((mx, my))
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    harmonics = (1, 2, 3)
+    voice = sum(np.sin(2 * np.pi * 140.0 * h * t) / h for h in harmonics) / sum(1 / h for h in harmonics)
+    audio = (0.3 * _envelope(t, syllable_hz) * voice).astype(np.float32)
+    return TalkingFace(np.stack(frames), audio, fps, sample_rate, np.array(mouths, dtype=np.float64))
+
+
+def _envelope(t, syllable_hz: float):
+    return np.maximum(0.0, np.sin(2 * np.pi * syllable_hz * np.asarray(t)))
+
+
+def write_media(path: Path | str, frames: np.ndarray | None = None, fps: float | Fraction = 25.0,
+                audio: np.ndarray | None = None, sample_rate: int = 16000, *,
+                times: np.ndarray | None = None, faststart: bool = False) -> Path:
+    """Encode RGB frames and/or mono float32 audio into the container named by the suffix (see CODECS).
+
+    fps may be a Fraction (30000/1001). `times` gives each frame's presentation time in seconds,
+    making a variable-frame-rate file. `faststart` puts an mp4's index before the data, so that a
+    truncated copy still decodes its beginning. Frame height and width must be even.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in CODECS:
+        raise ValueError(f"{path}: no encoders chosen for '{path.suffix}'; use one of {sorted(CODECS)}")
+    video_codec, audio_codec = CODECS[path.suffix.lower()]
+    if frames is not None and video_codec is None:
+        raise ValueError(f"{path.suffix} holds no video")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"movflags": "faststart"} if faststart else {}
+    rate = Fraction(fps).limit_denominator(1001)
+    time_base = 1 / rate if times is None else Fraction(1, 1000)
+    with av.open(str(path), "w", options=options) as container:
+        # every stream must exist before the first packet is muxed
+        video = audio_stream = None
+        if frames is not None:
+            video = container.add_stream(video_codec, rate=rate)
+            video.height, video.width = frames.shape[1:3]
+            video.pix_fmt = "yuv420p"
+            video.codec_context.time_base = time_base
+        if audio is not None:
+            audio_stream = container.add_stream(audio_codec, rate=_encoder_rate(audio_codec, sample_rate))
+            audio_stream.layout = "mono"
+        if video is not None:
+            for k, image in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                frame.pts = k if times is None else round(times[k] / time_base)
+                frame.time_base = time_base
+                container.mux(video.encode(frame))
+            container.mux(video.encode())
+        if audio_stream is not None:
+            samples = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+            hop = 1000
+            for start in range(0, len(samples), hop):
+                chunk = av.AudioFrame.from_ndarray(samples[None, start:start + hop], format="flt", layout="mono")
+                chunk.sample_rate, chunk.pts = sample_rate, start
+                container.mux(audio_stream.encode(chunk))
+            container.mux(audio_stream.encode())
+    return path
+
+
+def _encoder_rate(codec: str, sample_rate: int) -> int:
+    """`sample_rate` if the encoder takes it, else its highest rate (PyAV resamples on encode)."""
+    rates = av.Codec(codec, "w").audio_rates
+    return sample_rate if not rates or sample_rate in rates else max(rates)
+
+
+def truncate(source: Path | str, path: Path | str, fraction: float = 0.5) -> Path:
+    """Copy the first `fraction` of `source`'s bytes to `path`, as an interrupted download would."""
+    data = Path(source).read_bytes()
+    path = Path(path)
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
+def without_frames(source_mkv: Path | str, path: Path | str) -> Path:
+    """Cut a Matroska file a few bytes into its first cluster: streams declared, not one frame stored."""
+    data = Path(source_mkv).read_bytes()
+    cluster = data.find(bytes.fromhex("1f43b675"))  # EBML id of a Cluster
+    if cluster < 0:
+        raise ValueError(f"{source_mkv}: no Matroska cluster found")
+    path = Path(path)
+    path.write_bytes(data[: cluster + 8])
+    return path
+
+
+def random_bytes(path: Path | str, n: int = 4096, seed: int = 0) -> Path:
+    path = Path(path)
+    path.write_bytes(np.random.default_rng(seed).bytes(n))
+    return path
+
+
+def vfr_times(seconds: float = 2.0) -> np.ndarray:
+    """Frame times with gaps alternating 60 ms and 20 ms (25 fps on average): a VFR schedule."""
+    gaps = np.resize([0.06, 0.02], round(seconds / 0.04) - 1)
+    return np.concatenate([[0.0], np.cumsum(gaps)])
+
+
+def sample_media(directory: Path | str, seconds: float = 1.0, size: int = 160) -> dict[str, Path]:
+    """Write one file of each kind tests need into `directory`; returns {kind: path}.
+
+    talking (mp4, face + speech), talking_mkv (the same in Matroska), speech_wav (its audio
+    alone), video_only, audio_only, empty, truncated (moov index at the end: nothing decodes),
+    truncated_prefix (faststart: the first part decodes), faststart (the valid file that one is
+    cut from), no_frames (streams but no frame), random (bytes named .mp4), vfr (variable frame
+    rate, video only).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    face = talking_face(seconds=seconds, size=size)
+    paths = {
+        "talking": write_media(directory / "talking.mp4", face.frames, face.fps, face.audio, face.sample_rate),
+        "talking_mkv": write_media(directory / "talking.mkv", face.frames, face.fps, face.audio, face.sample_rate),
+        "speech_wav": write_media(directory / "speech.wav", audio=face.audio, sample_rate=face.sample_rate),
+        "video_only": write_media(directory / "video_only.mp4", face.frames, face.fps),
+        "audio_only": write_media(directory / "audio_only.mp4", audio=face.audio, sample_rate=face.sample_rate),
+        "faststart": write_media(directory / "faststart.mp4", face.frames, face.fps, face.audio,
+                                 face.sample_rate, faststart=True),
+        "random": random_bytes(directory / "random.mp4"),
+        "vfr": write_media(directory / "vfr.mp4", face.frames[: len(vfr_times(seconds))], times=vfr_times(seconds)),
+    }
+    paths["empty"] = directory / "empty.mp4"
+    paths["empty"].write_bytes(b"")
+    paths["truncated"] = truncate(paths["talking"], directory / "truncated.mp4")
+    paths["no_frames"] = without_frames(paths["talking_mkv"], directory / "no_frames.mkv")
+    paths["truncated_prefix"] = truncate(paths["faststart"], directory / "truncated_prefix.mp4", 0.75)
+    return paths
