@@ -1,0 +1,149 @@
+"""A user's own videos, in one of two layouts.
+
+Folders: DIR/real/** and DIR/fake/** at any depth; the top folder gives the label and the first
+sub-folder under fake/ (fake/wav2lip/x.mp4) the category and method. Only video files count there.
+CSV: DIR/labels.csv, or any CSV given as the root, with columns path and label (0/1 or real/fake) and
+optionally category, identity, split, audio_path and method; any other column goes into `meta`.
+Paths are relative to the CSV's folder, and every row must name an existing file.
+Nothing is split here: split defaults to "test", so the test_only protocol scores every clip.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from avbench.adapter import DatasetAdapter
+from avbench.clips import INDEX_COLUMNS, SPLITS, ClipIndex
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
+CSV_COLUMNS = ("path", "label", "category", "identity", "split", "audio_path", "method")
+
+
+class FolderDataset(DatasetAdapter):
+    name = "folder"
+    display_name = "folder"
+    description = "Your own videos: real/ and fake/ folders, or a labels.csv listing path,label."
+    how_to_get = (
+        "Put videos under DIR/real/ and DIR/fake/ (a sub-folder of fake/ names the fake's category), "
+        "or list them in DIR/labels.csv with columns path,label[,category,identity,split,audio_path]."
+    )
+
+    def index(self, root: Path | str | None) -> ClipIndex:
+        if root is not None and Path(root).is_file():
+            return _from_csv(Path(root), Path(root).parent)
+        root = self.check_root(root)
+        if (root / "labels.csv").is_file():
+            return _from_csv(root / "labels.csv", root)
+        if (root / "real").is_dir() or (root / "fake").is_dir():
+            return _from_folders(root)
+        raise FileNotFoundError(
+            f"dataset 'folder': {root} has neither labels.csv nor real/ and fake/ folders. {self.how_to_get}"
+        )
+
+
+def parse_label(text: str) -> int | None:
+    """0/1 or real/fake, any case; None for anything else."""
+    return LABELS.get(text.strip().lower())
+
+
+def clip_id_of(path: str) -> str:
+    """A clip's id: its path relative to the dataset root, without the extension."""
+    return str(PurePosixPath(path).with_suffix(""))
+
+
+def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header of a CSV file and its rows with their line numbers, values stripped.
+
+    A row with more fields than the header keeps the extra ones under the key None.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        rows = [
+            (reader.line_num, {k: v if k is None else (v or "").strip() for k, v in row.items()})
+            for row in reader
+        ]
+        return reader.fieldnames, rows
+
+
+def build_index(rows: list[dict], root: Path, problems: list[str]) -> ClipIndex:
+    """The ClipIndex of adapter rows (dicts keyed by INDEX_COLUMNS), even when no row was usable."""
+    return ClipIndex(pd.DataFrame(rows, columns=list(INDEX_COLUMNS)), root, problems)
+
+
+def _clip(path: str, label: int, category: str, method: str = "", identity: str = "", split: str = "test",
+          audio_path: str = "", meta: dict | None = None) -> dict:
+    return {
+        "clip_id": clip_id_of(path), "dataset": "folder", "path": path, "audio_path": audio_path or pd.NA,
+        "label": label, "method": method, "category": category, "identity": identity, "group": "",
+        "split": split, "meta": meta or {},
+    }
+
+
+def _from_folders(root: Path) -> ClipIndex:
+    """Every video under real/ and fake/; hidden files (names starting with a dot) are not clips."""
+    rows: list[dict] = []
+    for top, label in (("real", 0), ("fake", 1)):
+        base = root / top
+        for file in sorted(base.rglob("*")) if base.is_dir() else ():
+            inside = file.relative_to(base).parts
+            if not file.is_file() or file.suffix.lower() not in VIDEO_EXTENSIONS or inside[-1].startswith("."):
+                continue
+            subfolder = inside[0] if top == "fake" and len(inside) > 1 else ""
+            rows.append(_clip(file.relative_to(root).as_posix(), label, subfolder or top, method=subfolder))
+    rows, problems = drop_duplicate_ids(rows)
+    if not rows:
+        problems.append(f"{root}: no video files ({', '.join(VIDEO_EXTENSIONS)}) under real/ or fake/")
+    return build_index(rows, root, problems)
+
+
+def _from_csv(table: Path, root: Path) -> ClipIndex:
+    """One clip per usable row; every other row is a problem that names its line."""
+    header, lines = read_table(table)
+    missing = [c for c in ("path", "label") if c not in header]
+    if missing:
+        raise ValueError(f"{table}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}")
+    rows, problems = [], []
+    for line, row in lines:
+        where = f"{table.name} line {line}"
+        if None in row:
+            problems.append(f"{where}: more fields than the header has columns")
+            continue
+        path, label = row.get("path", ""), parse_label(row.get("label", ""))
+        split = row.get("split") or "test"
+        audio_path = row.get("audio_path", "")
+        if not path:
+            problems.append(f"{where}: empty path")
+        elif label is None:
+            problems.append(f"{where}: {path}: label {row.get('label', '')!r} is not 0, 1, real or fake")
+        elif split not in SPLITS:
+            problems.append(f"{where}: {path}: split {split!r} is not one of {', '.join(SPLITS)}")
+        elif not (root / path).is_file():
+            problems.append(f"{where}: {path}: file not found under {root}")
+        elif audio_path and not (root / audio_path).is_file():
+            problems.append(f"{where}: {path}: audio_path {audio_path} not found under {root}")
+        else:
+            meta = {k: v for k, v in row.items() if k not in CSV_COLUMNS and v}
+            rows.append(_clip(
+                path, label, row.get("category") or ("fake" if label else "real"), row.get("method", ""),
+                row.get("identity", ""), split, audio_path, meta,
+            ))
+    rows, duplicated = drop_duplicate_ids(rows)
+    return build_index(rows, root, problems + duplicated)
+
+
+def drop_duplicate_ids(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """Keep the first clip of each id (a.mp4 and a.avi share one); the others become problems."""
+    first: dict[str, str] = {}
+    kept, problems = [], []
+    for row in rows:
+        if row["clip_id"] in first:
+            problems.append(f"{row['path']}: same clip id {row['clip_id']!r} as {first[row['clip_id']]}; left out")
+        else:
+            first[row["clip_id"]] = row["path"]
+            kept.append(row)
+    return kept, problems
