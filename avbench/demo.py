@@ -444,7 +444,7 @@ class Take:
     audio_offset_s: float = 0.0
 
 
-def generate_corpus(root: Path | str, *, identities: int = 16, real_per_identity: int = 4, seconds: float = 2.0,
+def generate_corpus(root: Path | str, *, identities: int = 24, real_per_identity: int = 3, seconds: float = 2.0,
                     fps: int = 25, size: int = 160, seed: int = 0) -> Path:
     """Write the demo corpus under `root`: <category>/<identity>/<clip>.mp4, metadata.csv, README.txt.
 

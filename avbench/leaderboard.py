@@ -211,27 +211,58 @@ def leaderboard_rows(df: pd.DataFrame) -> list[dict]:
 
 
 def render(df: pd.DataFrame, fmt: str):
-    """table: a rich Table; md: GitHub markdown; csv and json: machine-readable fractions."""
+    """table: a rich Table; md: GitHub markdown; csv and json: machine-readable fractions.
+
+    The human formats put one cell group per line (detector x protocol x train x test set x
+    subset) with a column per metric, "mean ± std" in percent and the published number after it
+    in brackets; the sources of the published numbers follow the table as notes.
+    """
     if fmt == "csv":
         return df.to_csv(index=False)
     if fmt == "json":
         return json.dumps(leaderboard_rows(df), indent=2, allow_nan=False)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
-    headers = ["detector", "protocol", "train", "test set", "subset", "metric", "ours (%)", "seeds", "coverage",
-               "published (%)", "published in"]
-    numeric = {"ours (%)", "seeds", "coverage", "published (%)"}
-    lines = [[*(str(row[k]) for k in KEY), _mean_std(row["mean"], row["std"]), str(row["n_seeds"]),
-              _percent(row["coverage"], "%"), _percent(row["published"]), row["published_source"]]
-             for row in df.to_dict("records")]
-    if fmt == "table":
-        table = Table(title="avbench leaderboard")
-        for h in headers:
-            table.add_column(h, justify="right" if h in numeric else "left")
-        for line in lines:
-            table.add_row(*line)
-        return table
-    return markdown_table(headers, lines, numeric)
+    headers, lines, sources = _human_lines(df)
+    numeric = set(headers[len(_GROUP):])
+    if fmt == "md":
+        notes = "".join(f"\n[{i}] {source}" for i, source in enumerate(sources, 1))
+        return markdown_table(headers, lines, numeric) + ("\nPublished numbers in brackets, from:" + notes + "\n"
+                                                           if sources else "")
+    table = Table(title="avbench leaderboard (percent; published in brackets)",
+                  caption="\n".join(f"[{i}] {s}" for i, s in enumerate(sources, 1)) or None, caption_justify="left")
+    for h in headers:
+        table.add_column(h, justify="right" if h in numeric else "left", no_wrap=h in numeric)
+    for line in lines:
+        table.add_row(*line)
+    return table
+
+
+_GROUP = ("detector", "protocol", "train", "test_set", "subset")
+
+
+def _human_lines(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
+    metrics = [m for m in METRICS if m in set(df["metric"])] + sorted(set(df["metric"]) - set(METRICS))
+    headers = ["detector", "protocol", "train", "test set", "subset", *metrics, "seeds", "coverage"]
+    sources: list[str] = []
+    lines = []
+    for group, part in df.groupby(list(_GROUP), sort=False):
+        by_metric = {row["metric"]: row for row in part.to_dict("records")}
+        cells = []
+        for metric in metrics:
+            row = by_metric.get(metric)
+            if row is None:
+                cells.append("")
+                continue
+            cell = _mean_std(row["mean"], row["std"])
+            if not pd.isna(row["published"]):
+                if row["published_source"] not in sources:
+                    sources.append(row["published_source"])
+                cell += f" [{_percent(row['published'])}]{sources.index(row['published_source']) + 1}"
+            cells.append(cell)
+        first = part.iloc[0]
+        lines.append([*(str(v) for v in group), *cells, str(first["n_seeds"]), _percent(first["coverage"], "%")])
+    return headers, lines, sources
 
 
 def markdown_table(headers: list[str], lines: list[list[str]], numeric=frozenset()) -> str:

@@ -145,10 +145,12 @@ def test_render_machine_formats_parse_back():
 def test_render_human_formats_show_percent():
     board = sample_board()
     md = render(board, "md").splitlines()
-    assert md[0].startswith("| detector | protocol |") and set(md[1]) <= set("|-:")
-    assert "| 90.0 ± 10.0 | 3 | 98.0% | 91.0 | p.txt Table 2 |" in md[2]
+    assert md[0].startswith("| detector | protocol | train | test set | subset | AUC |") and set(md[1]) <= set("|-:")
+    assert "| 90.0 ± 10.0 [91.0]1 |" in md[2] and md[2].endswith("| 3 | 98.0% |")
+    assert "[1] p.txt Table 2" in md
     table = render(board, "table")
-    assert isinstance(table, Table) and table.row_count == len(board)
+    groups = board.groupby(["detector", "protocol", "train", "test_set", "subset"]).ngroups
+    assert isinstance(table, Table) and table.row_count == groups
     console = Console(record=True, width=250)
     console.print(table)
     assert "90.0 ± 10.0" in console.export_text()
