@@ -127,7 +127,7 @@ def detectors_list(fmt: Annotated[ListFormat, typer.Option("--format", help="Out
         entry = registry.detectors.entry(name)
         try:
             cls = entry.load()
-            rows.append({"name": name, "modalities": "+".join(cls.modalities), "trains": cls.trains,
+            rows.append({"name": name, "modalities": "+".join(cls.modalities) or "none", "trains": cls.trains,
                          "source": entry.source, "summary": (cls.__doc__ or "").strip().splitlines()[0]})
         except ImportError as exc:
             rows.append({"name": name, "modalities": "?", "trains": "?", "source": entry.source,
@@ -162,9 +162,8 @@ def datasets_index(
     path = index.save(out or Path(f"{name}.parquet"))
     frame = index.frame
     summary = frame.groupby(["split", "label"], dropna=False).size().rename("clips").reset_index()
-    console.print(f"[green]{len(frame)} clips[/] indexed from {root} -> {path}"
-                  f" ({len(index.problems)} problems reported above)" if index.problems else
-                  f"[green]{len(frame)} clips[/] indexed from {root} -> {path}")
+    problems = f" ({len(index.problems)} problems reported above)" if index.problems else ""
+    console.print(f"[green]{len(frame)} clips[/] indexed from {root} -> {path}{problems}")
     _print_rows(summary.astype(str).to_dict("records"), ListFormat.table, f"{name}: clips per split and label (1 = fake)")
 
 
