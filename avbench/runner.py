@@ -24,6 +24,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -33,6 +34,7 @@ import pandas as pd
 
 import avbench
 from avbench import metrics, registry
+from avbench.cache import MediaCache
 from avbench.clips import ClipError, ClipIndex, ClipRef
 from avbench.detector import Detector
 from avbench.io import atomic_write, sha256_file, sha256_json, write_json
@@ -148,19 +150,19 @@ class Runner:
     def __init__(self, settings: RunSettings, progress=None):
         self.s = settings
         self.progress = progress  # a rich.progress.Progress, or None
-        self.loader = MediaLoader(cache=_cache(settings.cache_dir))
-        self._indexes: tuple[dict[str, ClipIndex], dict[str, str]] | None = None
+        self.loader = MediaLoader(cache=MediaCache(settings.cache_dir))
+
+    @cached_property
+    def _data(self) -> tuple[dict[str, ClipIndex], dict[str, str]]:
+        return load_indexes(self.s.protocol, self.s.data_roots)
 
     @property
     def indexes(self) -> dict[str, ClipIndex]:
-        if self._indexes is None:
-            self._indexes = load_indexes(self.s.protocol, self.s.data_roots)
-        return self._indexes[0]
+        return self._data[0]
 
     @property
     def display(self) -> dict[str, str]:
-        self.indexes  # noqa: B018 - loads both
-        return self._indexes[1]
+        return self._data[1]
 
     def run_dir(self, seed: int) -> Path:
         return self.s.runs_dir / self.s.detector / self.s.protocol.id / f"seed{seed}"
@@ -232,21 +234,20 @@ class Runner:
         model_dir = run_dir / "models" / _safe(fold.name)
         train = ClipSet(list(select(self.indexes[fold.train.dataset], fold.train).refs()), self.loader, detector.input_spec)
         val = ClipSet(list(select(self.indexes[fold.val.dataset], fold.val).refs()), self.loader, detector.input_spec)
-        info.update(fit="fitted", train_clips=len(train), val_clips=len(val))
-        if model_dir.is_dir():
-            info["fit"] = "loaded from this run's earlier fit"
-            return type(detector).load(model_dir), info
+        if model_dir.is_dir():  # fitted before this run was interrupted
+            return type(detector).load(model_dir), _read_json(model_dir / "fit.json")
         if len(train) == 0:
             raise RunError(f"fold '{fold.name}': no training clips in {fold.train}")
         t0 = time.perf_counter()
         self._say(f"fitting {self.s.detector} on {len(train)} clips ({fold.train_label}, seed {seed})")
         detector.fit(train, val, seed=seed, device=self.s.device)
         timings["fit_seconds"] += time.perf_counter() - t0
-        info["train_failed"] = _reasons(train.failures)
-        info["val_failed"] = _reasons(val.failures)
+        info.update(fit="fitted", train_clips=len(train), val_clips=len(val),
+                    train_failed=_reasons(train.failures), val_failed=_reasons(val.failures))
         staging = model_dir.with_name(model_dir.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         detector.save(staging)
+        write_json(staging / "fit.json", info)
         staging.rename(model_dir)
         return detector, info
 
@@ -464,8 +465,3 @@ def _diff_keys(stored: dict, key: dict) -> str:
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
 
-
-def _cache(cache_dir: Path | None):
-    from avbench.cache import MediaCache
-
-    return MediaCache(cache_dir) if cache_dir is not None else MediaCache()
