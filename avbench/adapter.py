@@ -21,11 +21,15 @@ class DatasetAdapter:
     description: ClassVar[str] = ""
     #: Where to find the data, told to a user whose root is missing.
     how_to_get: ClassVar[str] = ""
+    #: Folder used when no --data-root names one and it exists (relative to the working directory).
+    default_root: ClassVar[str | None] = None
 
     def index(self, root: Path) -> ClipIndex:
         raise NotImplementedError
 
     def check_root(self, root: Path | str | None) -> Path:
+        if root is None and self.default_root and Path(self.default_root).is_dir():
+            root = self.default_root
         if root is None:
             raise FileNotFoundError(
                 f"dataset '{self.name}' needs its root folder: pass --data-root {self.name}=DIR. {self.how_to_get}"

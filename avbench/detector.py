@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, Iterable
 import numpy as np
 
 from avbench.io import atomic_write, sha256_file, write_json
+from avbench.metrics import aggregate_windows
 
 if TYPE_CHECKING:
     from avbench.clips import Clip
@@ -75,6 +76,8 @@ class Detector:
     scores_are_probabilities: ClassVar[bool] = False
 
     input_spec: InputSpec = InputSpec()
+    #: For window-level detectors: how window logits become the clip score (metrics.AGGREGATIONS).
+    aggregation: str | None = None
 
     # -- hyper-parameters -------------------------------------------------------------------
     def config(self) -> dict:
@@ -92,7 +95,13 @@ class Detector:
         raise NotImplementedError(f"{self.name} does not train")
 
     def score(self, clip: "Clip") -> float:
-        raise NotImplementedError
+        """One score per clip. A detector that scores windows implements `score_windows` and sets
+        `aggregation` instead; the clip score is then their aggregate, named in the run record."""
+        return aggregate_windows(self.score_windows(clip), self.aggregation)
+
+    def score_windows(self, clip: "Clip") -> np.ndarray:
+        """Logits of the clip's windows (e.g. one per second); see avbench.metrics.AGGREGATIONS."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither score nor score_windows")
 
     def score_batch(self, clips: Iterable["Clip"]) -> list[float]:
         """Score several clips; override to batch on the device."""

@@ -83,7 +83,7 @@ def load_indexes(protocol: Protocol, data_roots: dict[str, Path]) -> tuple[dict[
     indexes, display = {}, {}
     for name in protocol.datasets():
         adapter = registry.datasets.get(name)()
-        root = adapter.check_root(data_roots.get(name) or adapter_default_root(adapter))
+        root = adapter.check_root(data_roots.get(name))
         index = adapter.index(root)
         for problem in index.problems:
             log.warning("%s: %s", name, problem)
@@ -92,11 +92,6 @@ def load_indexes(protocol: Protocol, data_roots: dict[str, Path]) -> tuple[dict[
         indexes[name] = protocol.assign_splits(index)
         display[name] = adapter.display_name or name
     return indexes, display
-
-
-def adapter_default_root(adapter) -> Path | None:
-    default = getattr(adapter, "default_root", None)
-    return Path(default) if default and Path(default).is_dir() else None
 
 
 # -- detectors --------------------------------------------------------------------------------------
@@ -343,6 +338,7 @@ class Runner:
             "device": self.s.device,
             "published_as": list(cls.published_as),
             "scores_are_probabilities": cls.scores_are_probabilities,
+            "aggregation": detector.aggregation,
             "metrics": rows,
             "coverage": {"total": len(scores), "scored": int(len(scores) - len(failed)), "failed": int(len(failed)),
                          "reasons": {k: int(v) for k, v in failed["reason"].value_counts().items()}},

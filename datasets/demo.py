@@ -18,6 +18,7 @@ class DemoDataset(DatasetAdapter):
         "(cloned voice, lip-sync, both) and audio-visual desync; shows the harness working, ranks nothing."
     )
     how_to_get = "Run `avbench demo` to generate it."
+    default_root = "demo_data"  # where `avbench demo` puts it
 
     def index(self, root: Path | str | None) -> ClipIndex:
         root = self.check_root(root)

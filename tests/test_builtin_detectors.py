@@ -177,3 +177,23 @@ def test_handcrafted_config_and_default_C_without_two_val_classes():
 def test_handcrafted_refuses_to_score_unfitted():
     with pytest.raises(RuntimeError, match="not fitted"):
         HandcraftedDetector().score(synthetic_clip("c", 0, 1))
+
+
+def test_window_detector_scores_clips_by_its_named_aggregation():
+    from avbench.detector import Detector
+
+    class Windows(Detector):
+        name = "windows"
+
+        def __init__(self, aggregation: str = "max"):
+            self.aggregation = aggregation
+
+        def score_windows(self, clip):
+            return np.array([-2.0, 0.0, 3.0])
+
+    clip = Clip(ref=ClipRef("c", "toy", Path("c.mp4"), 1))
+    assert Windows("max").score(clip) == 3.0
+    assert Windows("mean_logit").score(clip) == pytest.approx(1 / 3)
+    assert Windows("lse").score(clip) == pytest.approx(np.log(np.mean(np.exp([-2.0, 0.0, 3.0]))))
+    with pytest.raises(ValueError, match="mean_logit"):
+        Windows("average").score(clip)
