@@ -200,6 +200,8 @@ def run(
         help="A trained detector to load instead of fitting (a folder written by the detector's save).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(
         help="Decoded-media cache [default: $AVBENCH_CACHE_DIR or ~/.cache/avbench].")] = None,
+    detect_every: Annotated[int, typer.Option(
+        min=1, help="Run the face detector on every k-th frame only (landmarks stay per frame); faster.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace a run folder that holds a run with other settings.")] = False,
 ):
     """Run a detector under a protocol for each seed: fit (if it trains), score every test clip, write a record.
@@ -229,7 +231,7 @@ def run(
         detector=detector, protocol=proto, seeds=seed_list, runs_dir=runs_dir, device=device.value,
         data_roots={k: Path(v).expanduser() for k, v in _pairs(data_root, "--data-root").items()},
         checkpoint=checkpoint, detector_options={k: _literal(v) for k, v in _pairs(option, "--option").items()},
-        cache_dir=cache_dir, overwrite=overwrite,
+        cache_dir=cache_dir, overwrite=overwrite, detect_every=detect_every,
     )
     try:
         with _progress() as progress:

@@ -65,6 +65,8 @@ class RunSettings:
     cache_dir: Path | None = None
     overwrite: bool = False
     chunk_size: int = 8
+    #: Run dlib's face detector on every k-th frame only (landmarks still on every frame): k times faster.
+    detect_every: int = 1
     bootstrap_resamples: int = 1000
 
 
@@ -145,7 +147,7 @@ class Runner:
     def __init__(self, settings: RunSettings, progress=None):
         self.s = settings
         self.progress = progress  # a rich.progress.Progress, or None
-        self.loader = MediaLoader(cache=MediaCache(settings.cache_dir))
+        self.loader = MediaLoader(cache=MediaCache(settings.cache_dir), detect_every=settings.detect_every)
 
     @cached_property
     def _data(self) -> tuple[dict[str, ClipIndex], dict[str, str]]:
@@ -177,6 +179,7 @@ class Runner:
             "checkpoint_sha256": checkpoint_sha256(self.s.checkpoint),
             "protocol": self.s.protocol.spec(),
             "index_fingerprints": {name: idx.fingerprint() for name, idx in self.indexes.items()},
+            "media": {"detect_every": self.s.detect_every},
             "seed": seed,
         }
 
@@ -356,6 +359,7 @@ class Runner:
                 "protocol_spec": key["protocol"],
                 "protocol_sha256": self.s.protocol.spec_sha256(),
                 "index_fingerprints": key["index_fingerprints"],
+                "media": key["media"],
                 "input_spec": detector.input_spec.as_dict(),
                 "seed": seed,
                 "device": self.s.device,
