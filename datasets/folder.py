@@ -122,11 +122,12 @@ def _from_csv(table: Path, root: Path) -> ClipIndex:
             problems.append(f"{where}: {path}: label {row.get('label', '')!r} is not 0, 1, real or fake")
         elif split not in SPLITS:
             problems.append(f"{where}: {path}: split {split!r} is not one of {', '.join(SPLITS)}")
-        elif not (root / path).is_file():
-            problems.append(f"{where}: {path}: file not found under {root}")
-        elif audio_path and not (root / audio_path).is_file():
-            problems.append(f"{where}: {path}: audio_path {audio_path} not found under {root}")
         else:
+            # a listed file that is missing stays in the index: runs count it as failed (missing_file)
+            for name, listed in (("file", path), ("audio_path", audio_path)):
+                if listed and not (root / listed).is_file():
+                    problems.append(f"{where}: {path}: {name} {listed} not found under {root}; "
+                                    "kept, runs will count it as failed")
             meta = {k: v for k, v in row.items() if k not in CSV_COLUMNS and v}
             rows.append(_clip(
                 path, label, row.get("category") or ("fake" if label else "real"), row.get("method", ""),

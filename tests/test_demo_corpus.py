@@ -164,7 +164,7 @@ def test_demo_index_reports_missing_media_and_malformed_rows(corpus, tmp_path):
         writer.writeheader()
         writer.writerows(edited)
     index = DemoDataset().index(tmp_path)
-    assert [ref.clip_id for ref in index.refs()] == [kept["path"][:-4]]
+    assert [ref.clip_id for ref in index.refs()] == [kept["path"][:-4], missing["path"][:-4]]
     assert len(index.problems) == 5
     for line, reason in ((3, "do not fit category"), (4, "unknown category 'deepfake'"), (5, "is not a number"),
                          (6, "media file not found")):

@@ -69,17 +69,20 @@ def test_labels_csv_rows_and_their_problems(tmp_path):
     (tmp_path / "labels.csv").write_text(LABELS_CSV)
     index = FolderDataset().index(tmp_path)
     refs = by_id(index)
-    assert sorted(refs) == ["clips/a", "clips/b", "clips/c"]  # labels.csv wins over real/ and fake/
+    # labels.csv wins over real/ and fake/; listed files that are missing stay, to be counted as failed
+    assert sorted(refs) == ["clips/a", "clips/b", "clips/c", "clips/f", "clips/missing"]
     a, b, c = refs["clips/a"], refs["clips/b"], refs["clips/c"]
     assert (a.label, a.category, a.identity, a.split, a.meta) == (0, "real", "p1", "test", {"source": "camera"})
     assert (b.label, b.category, b.method, b.split, b.meta) == (1, "wav2lip", "", "train", {})
     assert (c.label, c.split, c.path, c.audio_path) == (0, "val", tmp_path / "clips/c.bin", tmp_path / "audio/c.wav")
     expected = [
         "labels.csv line 5: clips/d.mp4: label 'maybe' is not 0, 1, real or fake",
-        f"labels.csv line 6: clips/missing.mp4: file not found under {tmp_path}",
+        f"labels.csv line 6: clips/missing.mp4: file clips/missing.mp4 not found under {tmp_path}; "
+        "kept, runs will count it as failed",
         "labels.csv line 7: empty path",
         "labels.csv line 8: clips/e.mp4: split 'holdout' is not one of train, val, test",
-        f"labels.csv line 9: clips/f.mp4: audio_path audio/none.wav not found under {tmp_path}",
+        f"labels.csv line 9: clips/f.mp4: audio_path audio/none.wav not found under {tmp_path}; "
+        "kept, runs will count it as failed",
         "labels.csv line 10: more fields than the header has columns",
         "clips/a.mp4: same clip id 'clips/a' as clips/a.mp4; left out",
     ]

@@ -169,3 +169,13 @@ def test_bad_input_is_counted_with_reasons_and_the_run_goes_on(broken_folder, tm
     assert scores.loc["real/noface", "reason"] == "no_face"
     assert scores.loc["fake/silent", "reason"] == "no_audio_stream"
     assert json.loads(outcome.record_path.read_text())["coverage"] == cov
+
+
+def test_a_listed_file_that_is_missing_is_counted_not_dropped(broken_folder, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(broken_folder / "real/good.mp4", mine / "good.mp4")
+    (mine / "labels.csv").write_text("path,label\ngood.mp4,real\ngone.mp4,fake\n")
+    test_only = protocol.get("test_only")
+    (outcome,) = Runner(settings(tmp_path, "avsync", test_only, data_roots={"folder": mine})).run()
+    assert outcome.record["coverage"] == {"total": 2, "scored": 1, "failed": 1, "reasons": {"missing_file": 1}}
