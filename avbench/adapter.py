@@ -24,7 +24,8 @@ class DatasetAdapter:
     #: Folder used when no --data-root names one and it exists (relative to the working directory).
     default_root: ClassVar[str | None] = None
 
-    def index(self, root: Path) -> ClipIndex:
+    def index(self, root: Path | None) -> ClipIndex:
+        """The clip index of the dataset at `root`; call `check_root(root)` first (None -> a clear error)."""
         raise NotImplementedError
 
     def check_root(self, root: Path | str | None) -> Path:
@@ -32,7 +33,9 @@ class DatasetAdapter:
             root = self.default_root
         if root is None:
             raise FileNotFoundError(
-                f"dataset '{self.name}' needs its root folder: pass --data-root {self.name}=DIR. {self.how_to_get}"
+                f"dataset '{self.name}' is not available: pass --data-root {self.name}=DIR (the dataset's folder) or "
+                f"--data-root {self.name}=INDEX.parquet (built by `avbench datasets index {self.name} --root DIR`). "
+                f"{self.how_to_get}"
             )
         root = Path(root)
         if not root.is_dir():

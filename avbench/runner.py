@@ -81,12 +81,20 @@ class SeedOutcome:
 # -- data -------------------------------------------------------------------------------------------
 def load_indexes(protocol: Protocol, data_roots: dict[str, Path]) -> tuple[dict[str, ClipIndex], dict[str, str]]:
     """Clip index of every dataset the protocol uses (splits as it defines them), and their
-    published display names."""
+    published display names. A data root is a dataset folder, or a parquet index built by
+    `avbench datasets index` (indexing a large dataset once instead of at every run)."""
     indexes, display = {}, {}
     for name in protocol.datasets():
         adapter = registry.datasets.get(name)()
-        root = adapter.check_root(data_roots.get(name))
-        index = adapter.index(root)
+        source = data_roots.get(name)
+        if source is not None and Path(source).suffix == ".parquet":
+            index = ClipIndex.load(source)
+            if index.datasets != [name]:
+                raise RunError(f"{source} indexes {index.datasets}, not dataset '{name}'")
+            root = index.root
+        else:
+            index = adapter.index(source)  # adapters check the root and say what is missing
+            root = index.root
         for problem in index.problems:
             log.warning("%s: %s", name, problem)
         if len(index) == 0:

@@ -59,6 +59,12 @@ def test_users_own_folder_indexed_and_scored_then_checked(tmp_path, tiny_demo):
     assert "coverage 25/25 scored" in result.output
     again = runner.invoke(app, args, terminal_width=200)
     assert "already complete" in again.output
+    from_index = [a.replace(f"folder={mine}", f"folder={index}").replace(str(runs), str(tmp_path / "runs2"))
+                  for a in args]
+    result = runner.invoke(app, from_index, terminal_width=200)
+    assert result.exit_code == 0 and "coverage 25/25 scored" in result.output
+    same = [json.loads((d / "avsync/test_only/seed0/record.json").read_text())["metrics"] for d in (runs, tmp_path / "runs2")]
+    assert same[0] == same[1]
 
     rows = json.loads(runner.invoke(app, ["leaderboard", "--runs-dir", str(runs), "--format", "json"]).output)
     assert {"detector", "protocol", "test_set", "subset", "metric", "mean", "std", "n_seeds", "published"} <= set(rows[0])
