@@ -178,6 +178,47 @@ def protocols_list(fmt: Annotated[ListFormat, typer.Option("--format", help="Out
     _print_rows(rows, fmt, "Protocols (variant: NAME+missing_audio)")
 
 
+@protocols_app.command("show")
+def protocols_show(
+    name: Annotated[str, typer.Argument(help="Protocol name, optionally NAME+missing_audio.")],
+    data_root: Annotated[Optional[list[str]], typer.Option(help="DATASET=DIR or DATASET=INDEX.parquet; repeat.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="The protocol's dataset (training dataset for cross_dataset).")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE overriding a protocol parameter.")] = None,
+    fmt: Annotated[ListFormat, typer.Option("--format", help="csv or json to publish; table to read.")] = ListFormat.csv,
+):
+    """Print every clip of every set the protocol builds (fold, set, clip id, label, category, identity),
+    so exactly what was trained, selected and tested on can be audited and published."""
+    from avbench import protocol as protocols
+    from avbench.runner import RunError, load_indexes
+
+    try:
+        proto = _configured_protocol(name, dataset, None, param)
+        indexes, display = load_indexes(proto, {k: Path(v).expanduser() for k, v in _pairs(data_root, "--data-root").items()})
+    except (KeyError, ValueError) as exc:
+        raise fail(str(exc).strip("'\""), 2)
+    except (RunError, FileNotFoundError) as exc:
+        raise fail(str(exc))
+    table = protocols.sets(proto, indexes, display)
+    if fmt is ListFormat.csv:
+        typer.echo(table.to_csv(index=False), nl=False)
+    else:
+        _print_rows(table.astype(str).to_dict("records") if fmt is not ListFormat.json else
+                    json.loads(table.to_json(orient="records")), fmt, f"{proto.id}: {len(table)} clip-set rows")
+
+
+def _configured_protocol(name: str, dataset: str | None, test_sets: str | None, param: list[str] | None):
+    """The protocol `name` with the command line's overrides of its parameters."""
+    from avbench import protocol as protocols
+
+    proto = protocols.get(name)
+    overrides = {k: _literal(v) for k, v in _pairs(param, "--param").items()}
+    if dataset:
+        overrides["train" if proto.kind == "cross_dataset" else "dataset"] = dataset
+    if test_sets:
+        overrides["test"] = [t.strip() for t in test_sets.split(",") if t.strip()]
+    return proto.with_params(**overrides) if overrides else proto
+
+
 # -- run ------------------------------------------------------------------------------------------------
 @app.command()
 def run(
@@ -210,17 +251,10 @@ def run(
 
         avbench run --detector avsync --protocol test_only --dataset folder --data-root folder=~/my_videos
     """
-    from avbench import protocol as protocols
     from avbench.runner import RunError, RunSettings, Runner
 
     try:
-        proto = protocols.get(protocol)
-        overrides = {k: _literal(v) for k, v in _pairs(param, "--param").items()}
-        if dataset:
-            overrides["train" if proto.kind == "cross_dataset" else "dataset"] = dataset
-        if test_sets:
-            overrides["test"] = [t.strip() for t in test_sets.split(",") if t.strip()]
-        proto = proto.with_params(**overrides) if overrides else proto
+        proto = _configured_protocol(protocol, dataset, test_sets, param)
         seed_list = tuple(int(s) for s in seeds.split(",")) if seeds else proto.seeds
         registry.detectors.entry(detector)
     except (KeyError, ValueError) as exc:

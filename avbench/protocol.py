@@ -51,6 +51,9 @@ class TestSet:
     name: str  # dataset name, the `test_set` of leaderboard rows
     selection: Selection
     subsets: str = ""  # index column dividing the fakes into subsets; "" = none
+    #: "all": each subset is its fakes + all reals; "own": the clips whose subset column has the
+    #: value, reals included (datasets that pair each real with a fake of one generator).
+    subset_reals: str = "all"
     #: Report the whole set under this subset name instead of "all" (cross-manipulation folds).
     as_subset: str = ""
 
@@ -110,15 +113,17 @@ class Protocol:
         if self.kind == "intra_dataset":
             d = p["dataset"]
             return [Fold("main", label(d), Selection(d, "train"), Selection(d, "val"),
-                         (TestSet(d, Selection(d, "test"), p.get("subsets", "")),))]
+                         (TestSet(d, Selection(d, "test"), p.get("subsets", ""), p.get("subset_reals", "all")),))]
         if self.kind == "cross_dataset":
             d = p["train"]
-            tests = tuple(TestSet(t, Selection(t, p.get("test_split", "test")), p.get("subsets", "")) for t in p["test"])
+            tests = tuple(TestSet(t, Selection(t, p.get("test_split", "test")), p.get("subsets", ""),
+                                  p.get("subset_reals", "all")) for t in p["test"])
             return [Fold("main", label(d), Selection(d, "train"), Selection(d, "val"), tests)]
         if self.kind == "test_only":
             d = p["dataset"]
             return [Fold("main", p.get("train_label", "none"), None, None,
-                         (TestSet(d, Selection(d, p.get("test_split", "test")), p.get("subsets", "")),))]
+                         (TestSet(d, Selection(d, p.get("test_split", "test")), p.get("subsets", ""),
+                                  p.get("subset_reals", "all")),))]
         if self.kind == "cross_manipulation":
             d, column = p["dataset"], p.get("hold_out_by", "category")
             held_out = p.get("categories") or (_fake_values(indexes[d], column) if indexes else ["<category>"])
@@ -147,12 +152,30 @@ class Protocol:
         how = self.params.get("split", "official")
         if how == "official" or index.datasets != [self.split_dataset]:
             return index
-        if how != "identity":
-            raise ValueError(f"protocol '{self.name}': split must be 'official' or 'identity', not '{how}'")
+        ratios, seed = self.params.get("split_ratios", [0.7, 0.1, 0.2]), int(self.params.get("split_seed", 0))
         frame = index.frame.copy()
-        frame["split"] = identity_split(frame["identity"], self.params.get("split_ratios", [0.7, 0.1, 0.2]),
-                                        int(self.params.get("split_seed", 0)), dataset=index.datasets)
+        if how == "identity":
+            frame["split"] = identity_split(frame["identity"], ratios, seed, dataset=index.datasets)
+        elif how == "file_random":
+            frame["split"] = file_split(len(frame), ratios, seed)
+        else:
+            raise ValueError(f"protocol '{self.name}': split must be 'official', 'identity' or 'file_random', not '{how}'")
         return ClipIndex(frame, index.root, index.problems)
+
+
+def sets(protocol: Protocol, indexes: dict[str, ClipIndex], display: dict[str, str] | None = None) -> pd.DataFrame:
+    """Every clip of every set the protocol builds: fold, set (train / val / test:<name>), clip_id,
+    dataset, label, category, identity; what a user audits and publishes as the exact data used."""
+    parts = []
+    for fold in protocol.folds(indexes, display):
+        named = [("train", fold.train), ("val", fold.val)] + [(f"test:{t.name}", t.selection) for t in fold.tests]
+        for name, selection in named:
+            if selection is None:
+                continue
+            frame = select(indexes[selection.dataset], selection).frame
+            parts.append(frame[["clip_id", "dataset", "label", "category", "identity"]].assign(fold=fold.name, set=name))
+    columns = ["fold", "set", "clip_id", "dataset", "label", "category", "identity"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
 
 def _selections(fold: Fold) -> list[Selection]:
@@ -184,6 +207,15 @@ def identity_split(identities: pd.Series, ratios, seed: int, dataset=None) -> pd
     if missing.any():
         raise ValueError(f"{int(missing.sum())} clips have no identity: an identity-disjoint split cannot place them")
     return identities.map(assignment).astype("string")
+
+
+def file_split(n: int, ratios, seed: int) -> pd.Series:
+    """Seeded train/val/test assignment of individual clips: identities may cross splits. Some
+    papers report this split; it is offered under its own name, never as the default."""
+    ratios = np.asarray(ratios, dtype=float) / np.sum(ratios)
+    n_val, n_test = int(round(ratios[1] * n)), int(round(ratios[2] * n))
+    names = np.array(["train"] * (n - n_val - n_test) + ["val"] * n_val + ["test"] * n_test)
+    return pd.Series(names[np.argsort(np.random.default_rng(seed).permutation(n))], dtype="string")
 
 
 def select(index: ClipIndex, selection: Selection) -> ClipIndex:

@@ -400,7 +400,8 @@ def metric_rows(scores: pd.DataFrame, folds: list[Fold], display: dict[str, str]
                 reals = part[part["label"] == 0]
                 fakes = part[part["label"] == 1]
                 for value in sorted(v for v in fakes["subset_value"].unique() if v):
-                    subset = pd.concat([reals, fakes[fakes["subset_value"] == value]])
+                    subset = (part[part["subset_value"] == value] if test.subset_reals == "own"
+                              else pd.concat([reals, fakes[fakes["subset_value"] == value]]))
                     rows += _rows_for(subset, {**base, "subset": value}, probabilities, seed, n_resamples)
     if average:
         rows += _average_rows(rows)

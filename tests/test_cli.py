@@ -10,7 +10,7 @@ from avbench.cli import app
 runner = CliRunner()
 
 COMMANDS = [[], ["run"], ["leaderboard"], ["check"], ["demo"], ["detectors", "list"], ["datasets", "list"],
-            ["datasets", "index"], ["protocols", "list"]]
+            ["datasets", "index"], ["protocols", "list"], ["protocols", "show"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "avbench")
@@ -84,3 +84,12 @@ def test_users_own_folder_indexed_and_scored_then_checked(tmp_path, tiny_demo):
     assert "avsync/test_only/none/folder/all/AUC" in result.output
     assert runner.invoke(app, ["check", "--golden", str(golden), "--runs-dir", str(runs),
                                "--tolerance", "0.06"]).exit_code == 0
+
+
+def test_protocols_show_publishes_the_sets(tiny_demo):
+    result = runner.invoke(app, ["protocols", "show", "demo", "--data-root", f"demo={tiny_demo}", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert {r["set"] for r in rows} == {"train", "val", "test:demo"} and len(rows) == 25
+    train = {r["identity"] for r in rows if r["set"] == "train"}
+    assert not train & {r["identity"] for r in rows if r["set"] == "test:demo"}

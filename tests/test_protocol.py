@@ -83,3 +83,24 @@ def test_cross_dataset_keeps_official_split_of_test_datasets():
 def test_with_params_rejects_unknown_parameters():
     with pytest.raises(ValueError, match="has no parameter"):
         protocol.get("demo").with_params(datset="x")
+
+
+def test_file_random_split_is_seeded_and_mixes_identities():
+    index = make_index(n_ids=20)
+    p = protocol.get("intra_dataset").with_params(dataset="toy", split="file_random", split_ratios=[0.6, 0.1, 0.3])
+    split = p.assign_splits(index).frame["split"]
+    assert split.value_counts().to_dict() == {"train": 36, "test": 18, "val": 6}
+    assert (p.assign_splits(index).frame["split"] == split).all()
+    crossing = index.frame.assign(split=split).groupby("identity")["split"].nunique()
+    assert (crossing > 1).any()  # the point of the named variant: not identity-disjoint
+
+
+def test_sets_lists_every_clip_of_every_set_once_per_fold():
+    p = protocol.get("cross_manipulation").with_params(dataset="toy")
+    index = p.assign_splits(make_index(10, ("a", "b")))
+    table = protocol.sets(p, {"toy": index})
+    assert set(table["fold"]) == {"a", "b"}
+    for fold, part in table.groupby("fold"):
+        test = part[part["set"] == "test:toy"]
+        assert set(test.loc[test.label == 1, "category"]) == {fold}
+        assert not set(part.loc[part["set"] == "train", "identity"]) & set(test["identity"])

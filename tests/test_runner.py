@@ -179,3 +179,17 @@ def test_a_listed_file_that_is_missing_is_counted_not_dropped(broken_folder, tmp
     test_only = protocol.get("test_only")
     (outcome,) = Runner(settings(tmp_path, "avsync", test_only, data_roots={"folder": mine})).run()
     assert outcome.record["coverage"] == {"total": 2, "scored": 1, "failed": 1, "reasons": {"missing_file": 1}}
+
+
+def test_subsets_with_their_own_reals():
+    from avbench.runner import metric_rows
+
+    scores = pd.DataFrame({
+        "fold": "main", "test_set": "toy", "clip_id": list("abcdef"), "label": [0, 1, 0, 1, 0, 1],
+        "subset_value": ["g1", "g1", "g2", "g2", "g2", "g2"], "score": [0.1, 0.9, 0.8, 0.2, 0.7, 0.3],
+        "status": "scored"})
+    fold = protocol.Fold("main", "toy", None, None, (protocol.TestSet("toy", protocol.Selection("toy", "test"),
+                                                                      "subset_value", "own"),))
+    rows = metric_rows(scores, [fold], {}, True, probabilities=True, seed=0, n_resamples=0)
+    auc = {r["subset"]: r["value"] for r in rows if r["metric"] == "AUC"}
+    assert auc == {"all": pytest.approx(5 / 9), "g1": 1.0, "g2": 0.0, "AVG": 0.5}
