@@ -113,6 +113,11 @@ def _print_rows(rows: list[dict], fmt: ListFormat, title: str) -> None:
         console.print(table)
 
 
+def _records(frame) -> list[dict]:
+    """A DataFrame as JSON-native rows (numpy numbers become Python numbers)."""
+    return json.loads(frame.to_json(orient="records"))
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
@@ -164,7 +169,74 @@ def datasets_index(
     summary = frame.groupby(["split", "label"], dropna=False).size().rename("clips").reset_index()
     problems = f" ({len(index.problems)} problems reported above)" if index.problems else ""
     console.print(f"[green]{len(frame)} clips[/] indexed from {root} -> {path}{problems}")
-    _print_rows(summary.astype(str).to_dict("records"), ListFormat.table, f"{name}: clips per split and label (1 = fake)")
+    _print_rows(_records(summary), ListFormat.table, f"{name}: clips per split and label (1 = fake)")
+
+
+def _index_of(name: str, root: Path):
+    """The clip index of dataset `name` from its folder or from a parquet index."""
+    from avbench.clips import ClipIndex
+
+    try:
+        adapter = registry.datasets.get(name)()
+        index = ClipIndex.load(root) if root.suffix == ".parquet" else adapter.index(root)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc).strip("'\""))
+    for problem in index.problems:
+        err_console.print(f"[yellow]problem:[/] {problem}")
+    return adapter, index
+
+
+@datasets_app.command("verify")
+def datasets_verify(
+    name: Annotated[str, typer.Argument(help="Adapter name.")],
+    root: Annotated[Path, typer.Option(help="The dataset's folder, or its parquet index.")],
+    fmt: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.table,
+):
+    """Count clips per split x category and compare with the counts the dataset's authors published.
+    Exits 1 when a count differs or a row could not be used."""
+    from avbench import datacheck
+
+    adapter, index = _index_of(name, root)
+    counts = datacheck.split_counts(index)
+    _print_rows(_records(counts), fmt, f"{name}: clips per split, category and label")
+    published = getattr(adapter, "published_counts", {})
+    if not published:
+        err_console.print(f"{name}: no published counts to compare with")
+        return
+    check = datacheck.verify(index, published)
+    _print_rows(_records(check), fmt, f"{name}: ours vs published")
+    if not check["ok"].all() or index.problems:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@datasets_app.command("audit")
+def datasets_audit(
+    name: Annotated[str, typer.Argument(help="Adapter name.")],
+    root: Annotated[Path, typer.Option(help="The dataset's folder, or its parquet index.")],
+    protocol: Annotated[Optional[str], typer.Option(help="Audit the sets this protocol builds [default: the official split].")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE overriding a protocol parameter.")] = None,
+    fmt: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.table,
+):
+    """Report identities and source clips shared between the sets of a split (leakage).
+    Exits 1 when any are shared."""
+    from avbench import datacheck
+    from avbench import protocol as protocols
+
+    _, index = _index_of(name, root)
+    if protocol:
+        try:
+            proto = _configured_protocol(protocol, name, None, param)
+            if proto.datasets() != [name]:
+                raise ValueError(f"protocol '{proto.id}' uses {proto.datasets()}; audit one dataset at a time")
+            sets = protocols.sets(proto, {name: proto.assign_splits(index)})
+        except (KeyError, ValueError) as exc:
+            raise fail(str(exc).strip("'\""), 2)
+    else:
+        sets = datacheck.official_sets(index)
+    report = datacheck.audit(sets)
+    _print_rows(_records(report), fmt, f"{name}: values shared between sets")
+    if (report["shared"] > 0).any():
+        raise typer.Exit(EXIT_ERROR)
 
 
 @protocols_app.command("list")
@@ -202,8 +274,7 @@ def protocols_show(
     if fmt is ListFormat.csv:
         typer.echo(table.to_csv(index=False), nl=False)
     else:
-        _print_rows(table.astype(str).to_dict("records") if fmt is not ListFormat.json else
-                    json.loads(table.to_json(orient="records")), fmt, f"{proto.id}: {len(table)} clip-set rows")
+        _print_rows(_records(table), fmt, f"{proto.id}: {len(table)} clip-set rows")
 
 
 def _configured_protocol(name: str, dataset: str | None, test_sets: str | None, param: list[str] | None):

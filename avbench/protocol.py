@@ -165,7 +165,7 @@ class Protocol:
 
 def sets(protocol: Protocol, indexes: dict[str, ClipIndex], display: dict[str, str] | None = None) -> pd.DataFrame:
     """Every clip of every set the protocol builds: fold, set (train / val / test:<name>), clip_id,
-    dataset, label, category, identity; what a user audits and publishes as the exact data used."""
+    dataset, label, category, identity, group; what a user audits and publishes as the exact data used."""
     parts = []
     for fold in protocol.folds(indexes, display):
         named = [("train", fold.train), ("val", fold.val)] + [(f"test:{t.name}", t.selection) for t in fold.tests]
@@ -173,8 +173,9 @@ def sets(protocol: Protocol, indexes: dict[str, ClipIndex], display: dict[str, s
             if selection is None:
                 continue
             frame = select(indexes[selection.dataset], selection).frame
-            parts.append(frame[["clip_id", "dataset", "label", "category", "identity"]].assign(fold=fold.name, set=name))
-    columns = ["fold", "set", "clip_id", "dataset", "label", "category", "identity"]
+            parts.append(frame[["clip_id", "dataset", "label", "category", "identity", "group"]]
+                         .assign(fold=fold.name, set=name))
+    columns = ["fold", "set", "clip_id", "dataset", "label", "category", "identity", "group"]
     return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
 

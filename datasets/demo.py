@@ -19,6 +19,8 @@ class DemoDataset(DatasetAdapter):
     )
     how_to_get = "Run `avbench demo` to generate it."
     default_root = "demo_data"  # where `avbench demo` puts it
+    #: The corpus `avbench demo` generates with its defaults (24 identities, 3 real clips each).
+    published_counts = {"real": 72, "fake": 96, "fake_audio": 24, "lipsync": 24, "both": 24, "desync": 24}
 
     def index(self, root: Path | str | None) -> ClipIndex:
         root = self.check_root(root)

@@ -93,3 +93,20 @@ def test_protocols_show_publishes_the_sets(tiny_demo):
     assert {r["set"] for r in rows} == {"train", "val", "test:demo"} and len(rows) == 25
     train = {r["identity"] for r in rows if r["set"] == "train"}
     assert not train & {r["identity"] for r in rows if r["set"] == "test:demo"}
+
+
+def test_verify_flags_counts_that_differ_from_the_published_ones(tiny_demo):
+    result = runner.invoke(app, ["datasets", "verify", "demo", "--root", str(tiny_demo), "--format", "csv"])
+    assert result.exit_code == 1  # the tiny corpus is not the default one
+    assert "real,5,72,-67,False" in result.output and "desync,5,24,-19,False" in result.output
+
+
+def test_audit_finds_identities_shared_by_a_file_level_split(tiny_demo):
+    ok = runner.invoke(app, ["datasets", "audit", "demo", "--root", str(tiny_demo), "--protocol", "demo",
+                             "--format", "json"])
+    assert ok.exit_code == 0 and all(r["shared"] == 0 for r in json.loads(ok.output))
+    leaky = runner.invoke(app, ["datasets", "audit", "demo", "--root", str(tiny_demo), "--protocol", "demo",
+                                "--param", "split=file_random", "--format", "json"])
+    assert leaky.exit_code == 1
+    rows = json.loads(leaky.output)
+    assert any(r["column"] == "identity" and r["sets"] == "train / test:demo" and r["shared"] > 0 for r in rows)
