@@ -34,16 +34,28 @@ from avbench.io import sha256_json
 KINDS = ("intra_dataset", "cross_manipulation", "cross_dataset", "test_only")
 MISSING_AUDIO = "missing_audio"
 VARIANTS = (MISSING_AUDIO,)
+#: Parameters any protocol may set or override, with their defaults where they are read.
+OPTIONAL_PARAMS = {"split", "split_ratios", "split_seed", "val_split", "test_split", "subsets", "subset_reals",
+                   "fakes", "train_label"}
 
 
 @dataclass(frozen=True)
 class Selection:
-    """Clips of one dataset: a split, optionally with only / without some fake categories."""
+    """Clips of one dataset: a split, optionally with only / without some fake categories, only
+    the fakes manipulated in both modalities, or a seeded sample of each label."""
 
     dataset: str
     split: str  # "train" | "val" | "test" | "all"
     only_categories: tuple[str, ...] = ()  # fakes kept only from these (reals always kept)
     without_categories: tuple[str, ...] = ()  # fakes of these dropped
+    #: "all", or "both_modalities": fakes whose video and audio are both manipulated (kept where
+    #: the dataset does not say), as the self-supervised-features paper restricts its test sets.
+    fakes: str = "all"
+    #: > 0: keep this many clips of each label, drawn with `sample_seed`, spread evenly over the
+    #: values of `stratify_by` (e.g. KoDF's methods); a reproducible subset of a large test set.
+    sample_per_label: int = 0
+    stratify_by: str = ""
+    sample_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,7 @@ class Protocol:
 
     def with_params(self, **overrides) -> "Protocol":
         """The same protocol with some parameters replaced (e.g. --dataset, --test-sets)."""
-        unknown = set(overrides) - set(self.params)
+        unknown = set(overrides) - set(self.params) - OPTIONAL_PARAMS
         if unknown:
             raise ValueError(f"protocol '{self.name}' has no parameter {sorted(unknown)}; it has {sorted(self.params)}")
         return replace(self, params={**self.params, **overrides})
@@ -112,18 +124,13 @@ class Protocol:
         label = lambda name: display.get(name, name)  # noqa: E731
         if self.kind == "intra_dataset":
             d = p["dataset"]
-            return [Fold("main", label(d), Selection(d, "train"), Selection(d, "val"),
-                         (TestSet(d, Selection(d, "test"), p.get("subsets", ""), p.get("subset_reals", "all")),))]
+            return [Fold("main", label(d), Selection(d, "train"), self._val(d), (self._test_set(d),))]
         if self.kind == "cross_dataset":
             d = p["train"]
-            tests = tuple(TestSet(t, Selection(t, p.get("test_split", "test")), p.get("subsets", ""),
-                                  p.get("subset_reals", "all")) for t in p["test"])
-            return [Fold("main", label(d), Selection(d, "train"), Selection(d, "val"), tests)]
+            return [Fold("main", label(d), Selection(d, "train"), self._val(d),
+                         tuple(self._test_set(t) for t in p["test"]))]
         if self.kind == "test_only":
-            d = p["dataset"]
-            return [Fold("main", p.get("train_label", "none"), None, None,
-                         (TestSet(d, Selection(d, p.get("test_split", "test")), p.get("subsets", ""),
-                                  p.get("subset_reals", "all")),))]
+            return [Fold("main", p.get("train_label", "none"), None, None, (self._test_set(p["dataset"]),))]
         if self.kind == "cross_manipulation":
             d, column = p["dataset"], p.get("hold_out_by", "category")
             held_out = p.get("categories") or (_fake_values(indexes[d], column) if indexes else ["<category>"])
@@ -136,6 +143,28 @@ class Protocol:
                 for c in held_out
             ]
         raise ValueError(f"protocol '{self.name}': unknown kind '{self.kind}'; kinds: {', '.join(KINDS)}")
+
+    def _val(self, dataset: str) -> Selection | None:
+        """The validation set; `val_split = ""` means none (the detector keeps its defaults),
+        for datasets whose only labelled held-out split is the test set."""
+        split = self.params.get("val_split", "val")
+        return Selection(dataset, split) if split else None
+
+    def _test_set(self, spec: str | dict) -> TestSet:
+        """A test set from a dataset name, or from a table that overrides the protocol's defaults:
+        {dataset, split, subsets, subset_reals, fakes, sample_per_label, stratify_by, sample_seed}."""
+        p = self.params
+        spec = {"dataset": spec} if isinstance(spec, str) else dict(spec)
+        unknown = set(spec) - {"dataset", "split", "subsets", "subset_reals", "fakes", "sample_per_label",
+                               "stratify_by", "sample_seed"}
+        if unknown:
+            raise ValueError(f"protocol '{self.name}': unknown test-set keys {sorted(unknown)}")
+        d = spec["dataset"]
+        selection = Selection(d, spec.get("split", p.get("test_split", "test")), fakes=spec.get("fakes", p.get("fakes", "all")),
+                              sample_per_label=int(spec.get("sample_per_label", 0)),
+                              stratify_by=spec.get("stratify_by", ""), sample_seed=int(spec.get("sample_seed", 0)))
+        return TestSet(d, selection, spec.get("subsets", p.get("subsets", "")),
+                       spec.get("subset_reals", p.get("subset_reals", "all")))
 
     @property
     def split_dataset(self) -> str:
@@ -227,7 +256,43 @@ def select(index: ClipIndex, selection: Selection) -> ClipIndex:
         mask &= ~fake | frame["category"].isin(selection.only_categories)
     if selection.without_categories:
         mask &= ~(fake & frame["category"].isin(selection.without_categories))
-    return index.subset(mask.fillna(False).to_numpy())
+    if selection.fakes == "both_modalities":
+        partial = (frame["video_label"] == 0) | (frame["audio_label"] == 0)
+        mask &= ~(fake & partial.fillna(False))
+    elif selection.fakes != "all":
+        raise ValueError(f"fakes must be 'all' or 'both_modalities', not '{selection.fakes}'")
+    chosen = index.subset(mask.fillna(False).to_numpy())
+    return _sample(chosen, selection) if selection.sample_per_label else chosen
+
+
+def _sample(index: ClipIndex, selection: Selection) -> ClipIndex:
+    """`sample_per_label` clips of each label, spread evenly over the strata, seeded and
+    independent of row order (clips are ordered by clip_id before drawing)."""
+    rng = np.random.default_rng(selection.sample_seed)
+    frame = index.frame.sort_values("clip_id").reset_index(drop=True)
+    keep: list[int] = []
+    for _, by_label in frame.groupby("label"):
+        strata = [g.index.to_numpy() for _, g in by_label.groupby(selection.stratify_by)] if selection.stratify_by \
+            else [by_label.index.to_numpy()]
+        quota = _even_quota(selection.sample_per_label, [len(s) for s in strata])
+        keep += [int(i) for rows, n in zip(strata, quota) for i in rng.permutation(rows)[:n]]
+    return ClipIndex(frame.loc[sorted(keep)], index.root, index.problems)
+
+
+def _even_quota(total: int, sizes: list[int]) -> list[int]:
+    """Split `total` over strata as evenly as their sizes allow (water-filling)."""
+    quota = [0] * len(sizes)
+    remaining = min(total, sum(sizes))
+    while remaining:
+        open_strata = [i for i, size in enumerate(sizes) if quota[i] < size]
+        share = max(1, remaining // len(open_strata))
+        for i in open_strata:
+            take = min(share, sizes[i] - quota[i], remaining)
+            quota[i] += take
+            remaining -= take
+            if not remaining:
+                break
+    return quota
 
 
 # -- the catalogue of protocols --------------------------------------------------------------------

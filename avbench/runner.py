@@ -239,7 +239,8 @@ class Runner:
             return detector, info
         model_dir = run_dir / "models" / _safe(fold.name)
         train = ClipSet(list(select(self.indexes[fold.train.dataset], fold.train).refs()), self.loader, detector.input_spec)
-        val = ClipSet(list(select(self.indexes[fold.val.dataset], fold.val).refs()), self.loader, detector.input_spec)
+        val_refs = list(select(self.indexes[fold.val.dataset], fold.val).refs()) if fold.val else []
+        val = ClipSet(val_refs, self.loader, detector.input_spec)
         if model_dir.is_dir():  # fitted before this run was interrupted
             return type(detector).load(model_dir), _read_json(model_dir / "fit.json")
         if len(train) == 0:

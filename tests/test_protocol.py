@@ -104,3 +104,40 @@ def test_sets_lists_every_clip_of_every_set_once_per_fold():
         test = part[part["set"] == "test:toy"]
         assert set(test.loc[test.label == 1, "category"]) == {fold}
         assert not set(part.loc[part["set"] == "train", "identity"]) & set(test["identity"])
+
+
+def test_seeded_stratified_sample_is_balanced_and_reproducible():
+    index = make_index(n_ids=30, categories=("dfl", "fsgan", "fo"))
+    frame = index.frame.copy()
+    frame.loc[frame["category"] == "fo", "label"] = 1
+    index = ClipIndex(frame.iloc[:-20], "/")  # uneven strata: "fo" has 10 fewer clips
+    sel = protocol.Selection("toy", "all", sample_per_label=24, stratify_by="category", sample_seed=3)
+    chosen = protocol.select(index, sel).frame
+    assert chosen["label"].value_counts().to_dict() == {0: 24, 1: 24}
+    assert chosen.loc[chosen.label == 1, "category"].value_counts().to_dict() == {"dfl": 8, "fsgan": 8, "fo": 8}
+    shuffled = ClipIndex(index.frame.sample(frac=1, random_state=1), "/")
+    assert protocol.select(shuffled, sel).frame["clip_id"].tolist() == chosen["clip_id"].tolist()
+    other = protocol.select(index, protocol.Selection("toy", "all", sample_per_label=24, stratify_by="category",
+                                                      sample_seed=4)).frame
+    assert other["clip_id"].tolist() != chosen["clip_id"].tolist()
+    assert protocol._even_quota(10, [2, 10, 10]) == [2, 4, 4]
+
+
+def test_both_modalities_keeps_reals_and_fakes_manipulated_in_both():
+    frame = make_index(2, ("a", "v", "av")).frame
+    frame["video_label"] = frame["category"].map({"real": 0, "a": 0, "v": 1, "av": 1}).astype("Int8")
+    frame["audio_label"] = frame["category"].map({"real": 0, "a": 1, "v": 0, "av": 1}).astype("Int8")
+    frame.loc[frame.index[-1], ["video_label", "audio_label"]] = pd.NA  # unknown: kept
+    chosen = protocol.select(ClipIndex(frame, "/"), protocol.Selection("toy", "all", fakes="both_modalities")).frame
+    assert sorted(chosen["category"]) == ["av", "av", "real", "real"]
+
+
+def test_test_sets_may_be_tables_and_val_may_be_absent():
+    p = protocol.get("cross_dataset").with_params(
+        train="toy", val_split="", test=["toy", {"dataset": "other", "split": "all", "subsets": "category",
+                                                 "subset_reals": "own"}])
+    (fold,) = p.folds(None)
+    assert fold.val is None
+    assert fold.tests[1].selection.split == "all" and fold.tests[1].subset_reals == "own"
+    with pytest.raises(ValueError, match="unknown test-set keys"):
+        p.with_params(test=[{"dataset": "x", "splitt": "all"}]).folds(None)
