@@ -360,6 +360,40 @@ def _require_cuda() -> None:
         raise fail("--device cuda: no CUDA GPU is visible to PyTorch on this machine; use --device cpu")
 
 
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder: RUNS/<detector>/<protocol>/seed<k>.")],
+    test_set: Annotated[str, typer.Option(help="Which test set's scores (a dataset name, e.g. av1m).")],
+    out: Annotated[Optional[Path], typer.Option(help="Output file [default: standard output].")] = None,
+    allow_missing: Annotated[bool, typer.Option(help="Write the scored clips even if some clips failed.")] = False,
+):
+    """Write a test set's scores in the challenge format: one `file;score` line per clip, no header
+    (AV-Deepfake1M's official format). Exits 1 if a clip failed, unless --allow-missing."""
+    import pandas as pd
+
+    scores_file = run_dir / "scores.parquet"
+    if not scores_file.is_file():
+        raise fail(f"{scores_file} not found: export needs a finished run")
+    scores = pd.read_parquet(scores_file)
+    part = scores[scores["test_set"] == test_set]
+    if part.empty:
+        raise fail(f"{scores_file} has no test set '{test_set}'; it has {sorted(scores['test_set'].unique())}")
+    failed = part[part["status"] != "scored"]
+    if len(failed) and not allow_missing:
+        raise fail(f"{len(failed)} of {len(part)} clips failed ({failed['reason'].value_counts().to_dict()}); "
+                   "the challenge expects every file: fix them or pass --allow-missing")
+    lines = "".join(f"{f};{s:.6f}\n" for f, s in zip(part.loc[part["status"] == "scored", "file"],
+                                                      part.loc[part["status"] == "scored", "score"]))
+    if out is None:
+        typer.echo(lines, nl=False)
+    else:
+        from avbench.io import atomic_write
+
+        with atomic_write(out) as fh:
+            fh.write(lines)
+        err_console.print(f"wrote {lines.count(chr(10))} lines to {out}")
+
+
 # -- leaderboard and check -------------------------------------------------------------------------------
 class BoardFormat(str, Enum):
     table = "table"

@@ -44,7 +44,7 @@ from avbench.protocol import Fold, Protocol, TestSet, select
 log = logging.getLogger("avbench.runner")
 
 RECORD_SCHEMA = 1
-SCORE_COLUMNS = ["fold", "test_set", "clip_id", "label", "category", "method", "subset_value",
+SCORE_COLUMNS = ["fold", "test_set", "clip_id", "file", "label", "category", "method", "subset_value",
                  "score", "status", "reason", "message", "seconds"]
 
 
@@ -313,7 +313,8 @@ class Runner:
         rows = []
         for ref, _, load_s in pending:
             score, status, reason, message = results[ref.clip_id]
-            rows.append({"fold": fold.name, "test_set": test.name, "clip_id": ref.clip_id, "label": ref.label,
+            rows.append({"fold": fold.name, "test_set": test.name, "clip_id": ref.clip_id,
+                         "file": ref.meta.get("file") or ref.clip_id + ref.path.suffix, "label": ref.label,
                          "category": ref.category, "method": ref.method,
                          "subset_value": getattr(ref, test.subsets) if test.subsets else "",
                          "score": score, "status": status, "reason": reason, "message": message,

@@ -9,7 +9,7 @@ from avbench.cli import app
 
 runner = CliRunner()
 
-COMMANDS = [[], ["run"], ["leaderboard"], ["check"], ["demo"], ["detectors", "list"], ["datasets", "list"],
+COMMANDS = [[], ["run"], ["leaderboard"], ["check"], ["demo"], ["export"], ["detectors", "list"], ["datasets", "list"],
             ["datasets", "index"], ["protocols", "list"], ["protocols", "show"]]
 
 
@@ -70,6 +70,12 @@ def test_users_own_folder_indexed_and_scored_then_checked(tmp_path, tiny_demo):
     assert {"detector", "protocol", "test_set", "subset", "metric", "mean", "std", "n_seeds", "published"} <= set(rows[0])
     auc = next(r for r in rows if r["subset"] == "all" and r["metric"] == "AUC")
     assert auc["detector"] == "avsync" and auc["test_set"] == "folder" and auc["n_seeds"] == 1
+
+    exported = runner.invoke(app, ["export", str(runs / "avsync/test_only/seed0"), "--test-set", "folder"])
+    assert exported.exit_code == 0
+    lines = exported.output.splitlines()
+    assert len(lines) == 25 and all(line.count(";") == 1 for line in lines)
+    assert lines[0].split(";")[0].startswith(("fake/", "real/")) and lines[0].endswith(tuple("0123456789"))
 
     golden = tmp_path / "golden.json"
     assert runner.invoke(app, ["check", "--golden", str(golden), "--runs-dir", str(runs), "--write"]).exit_code == 0
