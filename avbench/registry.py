@@ -95,5 +95,10 @@ datasets = Registry(
     {
         "demo": "avbench.datasets.demo:DemoDataset",
         "folder": "avbench.datasets.folder:FolderDataset",
+        "av1m": "avbench.datasets.av1m:AV1MDataset",
+        "lavdf": "avbench.datasets.lavdf:LAVDFDataset",
+        "kodf": "avbench.datasets.kodf:KoDFDataset",
+        "avlips": "avbench.datasets.avlips:AVLipsDataset",
+        "hifi_avdf": "avbench.datasets.hifi_avdf:HiFiAVDFDataset",
     },
 )
