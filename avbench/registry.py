@@ -95,6 +95,7 @@ datasets = Registry(
     {
         "demo": "avbench.datasets.demo:DemoDataset",
         "folder": "avbench.datasets.folder:FolderDataset",
+        "fakeavceleb": "avbench.datasets.fakeavceleb:FakeAVCelebDataset",
         "av1m": "avbench.datasets.av1m:AV1MDataset",
         "lavdf": "avbench.datasets.lavdf:LAVDFDataset",
         "kodf": "avbench.datasets.kodf:KoDFDataset",
