@@ -15,8 +15,7 @@ import pandas as pd
 
 from avbench.adapter import DatasetAdapter
 from avbench.clips import ClipIndex
-from avbench.datasets.folder import build_index, clip_id_of, drop_duplicate_ids
-from avbench.datasets.kodf import files_under, is_video, unlisted
+from avbench.dataset_files import build_index, clip_id_of, drop_duplicate_ids, files_under, is_video, unlisted
 
 LABEL_FOLDERS = {"0_real": 0, "1_fake": 1}
 

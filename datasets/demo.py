@@ -6,7 +6,7 @@ from pathlib import Path
 
 from avbench.adapter import DatasetAdapter
 from avbench.clips import ClipIndex
-from avbench.datasets.folder import build_index, clip_id_of, drop_duplicate_ids, read_table
+from avbench.dataset_files import build_index, clip_id_of, drop_duplicate_ids, read_table
 from avbench.demo import CATEGORIES, COLUMNS
 
 

@@ -26,8 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from avbench.adapter import DatasetAdapter
 from avbench.clips import ClipIndex
-from avbench.datasets.folder import build_index, clip_id_of
-from avbench.datasets.kodf import files_under, is_video, keep_first, missing, unlisted
+from avbench.dataset_files import build_index, clip_id_of, files_under, is_video, keep_first, missing, unlisted
 
 METADATA = "meta_data.csv"
 #: The named columns, in order; a row has one more field (the directory) after them.

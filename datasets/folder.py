@@ -10,15 +10,14 @@ Nothing is split here: split defaults to "test", so the test_only protocol score
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pandas as pd
 
 from avbench.adapter import DatasetAdapter
-from avbench.clips import INDEX_COLUMNS, SPLITS, ClipIndex
+from avbench.clips import SPLITS, ClipIndex
+from avbench.dataset_files import VIDEO_EXTENSIONS, build_index, clip_id_of, drop_duplicate_ids, read_table
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
 CSV_COLUMNS = ("path", "label", "category", "identity", "split", "audio_path", "method")
 
@@ -48,31 +47,6 @@ class FolderDataset(DatasetAdapter):
 def parse_label(text: str) -> int | None:
     """0/1 or real/fake, any case; None for anything else."""
     return LABELS.get(text.strip().lower())
-
-
-def clip_id_of(path: str) -> str:
-    """A clip's id: its path relative to the dataset root, without the extension."""
-    return str(PurePosixPath(path).with_suffix(""))
-
-
-def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """The header of a CSV file and its rows with their line numbers, values stripped.
-
-    A row with more fields than the header keeps the extra ones under the key None.
-    """
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-        rows = [
-            (reader.line_num, {k: v if k is None else (v or "").strip() for k, v in row.items()})
-            for row in reader
-        ]
-        return reader.fieldnames, rows
-
-
-def build_index(rows: list[dict], root: Path, problems: list[str]) -> ClipIndex:
-    """The ClipIndex of adapter rows (dicts keyed by INDEX_COLUMNS), even when no row was usable."""
-    return ClipIndex(pd.DataFrame(rows, columns=list(INDEX_COLUMNS)), root, problems)
 
 
 def _clip(path: str, label: int, category: str, method: str = "", identity: str = "", split: str = "test",
@@ -137,14 +111,3 @@ def _from_csv(table: Path, root: Path) -> ClipIndex:
     return build_index(rows, root, problems + duplicated)
 
 
-def drop_duplicate_ids(rows: list[dict]) -> tuple[list[dict], list[str]]:
-    """Keep the first clip of each id (a.mp4 and a.avi share one); the others become problems."""
-    first: dict[str, str] = {}
-    kept, problems = [], []
-    for row in rows:
-        if row["clip_id"] in first:
-            problems.append(f"{row['path']}: same clip id {row['clip_id']!r} as {first[row['clip_id']]}; left out")
-        else:
-            first[row["clip_id"]] = row["path"]
-            kept.append(row)
-    return kept, problems

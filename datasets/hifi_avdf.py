@@ -30,8 +30,8 @@ import pandas as pd
 
 from avbench.adapter import DatasetAdapter
 from avbench.clips import ClipIndex
-from avbench.datasets.folder import build_index, clip_id_of, read_table
-from avbench.datasets.kodf import files_under, is_video, keep_first, missing, require_columns, unlisted
+from avbench.dataset_files import (build_index, clip_id_of, files_under, is_video, keep_first, missing, read_table,
+                                   require_columns, unlisted)
 
 #: Key word in a file or folder name -> the generator as leaderboards/published.csv names the subset.
 GENERATORS = {"sora": "Sora 2", "veo": "Veo 3.1", "kling": "Kling 2.5", "wan": "WAN 2.5", "pixverse": "PixVerse V5",

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-import unicodedata
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
@@ -35,7 +33,8 @@ import pandas as pd
 
 from avbench.adapter import DatasetAdapter
 from avbench.clips import ClipIndex
-from avbench.datasets.folder import VIDEO_EXTENSIONS, build_index, clip_id_of
+from avbench.dataset_files import (build_index, clip_id_of, files_under, is_video, keep_first, missing, nfc,
+                                   require_columns, unlisted)
 
 METHODS = ("dfl", "dffs", "fsgan", "fo", "atfhp", "wav2lip")
 SPLIT_OF = {"training": "train", "validation": "val"}
@@ -67,62 +66,6 @@ class KoDFDataset(DatasetAdapter):
             f"dataset 'kodf': {root} holds neither KoDF metadata CSVs (원본영상_training_메타데이터.csv, ...) "
             f"nor {REAL_FOLDER} / {FAKE_FOLDER}. {self.how_to_get}"
         )
-
-
-def nfc(text: str) -> str:
-    """Korean names unpacked on macOS come decomposed (NFD); compare them composed."""
-    return unicodedata.normalize("NFC", text)
-
-
-def files_under(root: Path) -> list[str]:
-    """Every file under root as a root-relative POSIX path, from one walk; hidden ones (._x.mp4) are skipped."""
-    found = []
-    for folder, dirs, names in os.walk(root, followlinks=True):  # datasets assembled from symlinks
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        prefix = Path(folder).relative_to(root).as_posix() + "/"
-        found.extend((prefix + n).removeprefix("./") for n in sorted(names) if not n.startswith("."))
-    return found
-
-
-def is_video(path: str) -> bool:
-    return path.lower().endswith(VIDEO_EXTENSIONS)
-
-
-def unlisted(root: Path, left: set[str], why: str) -> list[str]:
-    """One problem line for all videos left out for the same reason (there may be thousands)."""
-    left = sorted(left)
-    if not left:
-        return []
-    shown = ", ".join(left[:5]) + (", ..." if len(left) > 5 else "")
-    return [f"{root}: {len(left)} video file(s) {why}, not indexed: {shown}"]
-
-
-def missing(where: str, path: str, root: Path) -> str:
-    return f"{where}: {path} not found under {root}; kept, runs will count it as failed"
-
-
-def require_columns(table: Path, header: list[str], columns: tuple[str, ...]) -> None:
-    """A metadata file without the columns an adapter reads is not the layout it knows: fail, naming both."""
-    absent = [c for c in columns if c not in header]
-    if absent:
-        raise ValueError(f"{table}: missing column(s) {', '.join(absent)}; found {', '.join(header) or 'none'}")
-
-
-def keep_first(rows: list[tuple[str, dict]]) -> tuple[list[dict], list[str]]:
-    """One row per clip id, the first listed; every repeat is a problem saying whether it conflicts."""
-    first: dict[str, tuple[str, dict]] = {}
-    kept, problems = [], []
-    for where, row in rows:
-        if row["clip_id"] not in first:
-            first[row["clip_id"]] = where, row
-            kept.append(row)
-            continue
-        where_first, kept_row = first[row["clip_id"]]
-        fields = ("label", "video_label", "audio_label", "method", "category", "split")
-        differ = [f"{f} {row[f]!r} vs {kept_row[f]!r}" for f in fields if row[f] != kept_row[f]]
-        how = f"conflicts ({', '.join(differ)})" if differ else "same labels"
-        problems.append(f"{where}: same clip id {row['clip_id']!r} as {where_first}, {how}; the first is kept")
-    return kept, problems
 
 
 def read_metadata(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
