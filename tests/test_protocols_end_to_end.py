@@ -1,8 +1,12 @@
 """Every protocol of the catalogue, built from small copies of every dataset and run end to end."""
 
+import json
+
 import pytest
+from typer.testing import CliRunner
 
 from avbench import protocol, testing_datasets
+from avbench.cli import app
 from avbench.runner import RunSettings, Runner, load_indexes
 
 PROTOCOLS = sorted(set(protocol.available()) - {"demo"})  # demo has its own end-to-end tests
@@ -49,3 +53,11 @@ def test_kodf_subset_is_balanced_and_stratified(roots):
     kodf = sets[sets["set"] == "test:kodf"]
     assert kodf["label"].value_counts().to_dict() == {0: 6, 1: 6}
     assert kodf.loc[kodf.label == 1, "category"].value_counts().to_dict() == {"dfl": 2, "fsgan": 2, "fo": 2}
+
+
+def test_audit_finds_the_speakers_av1m_train_and_val_share(roots):
+    result = CliRunner().invoke(app, ["datasets", "audit", "av1m", "--root", str(roots["av1m"]), "--format", "json"])
+    assert result.exit_code == 1
+    rows = {(r["sets"], r["column"]): r for r in json.loads(result.output)}
+    assert rows[("train / val", "identity")]["shared"] == 6
+    assert rows[("train / val", "group")]["shared"] == 0  # the builder gives val its own source utterances
