@@ -37,10 +37,12 @@ def clip_bytes(seconds: float = 0.4, size: int = 96) -> bytes:
         return write_media(Path(tmp) / "clip.mp4", face.frames, face.fps, face.audio, face.sample_rate).read_bytes()
 
 
-def _put(root: Path, data: bytes, relative: str) -> None:
-    path = root / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+def put(root: Path, data: bytes, *relative: str) -> None:
+    """Write `data` at each root-relative path, making folders as needed."""
+    for name in relative:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
 
 def fakeavceleb(root: Path, data: bytes, identities: int = 10) -> Path:
@@ -54,7 +56,7 @@ def fakeavceleb(root: Path, data: bytes, identities: int = 10) -> Path:
             name = f"00{i:03d}{suffix}.mp4"
             target = "-" if letter == "A" else f"id{(i + 1) % identities:05d}"
             lines.append(f"{source},{target},-,{method},{letter},{folder},{race},{gender},{name},{directory}")
-            _put(root, data, f"{directory.removeprefix('FakeAVCeleb/')}/{name}")
+            put(root, data, f"{directory.removeprefix('FakeAVCeleb/')}/{name}")
     (root / "meta_data.csv").write_text("\n".join(lines) + "\n")
     return root
 
@@ -75,7 +77,7 @@ def av1m(root: Path, data: bytes, speakers: int = 6) -> Path:
                                 modify == "both_modified" else "", "fake_segments": [[0.1, 0.3]] if fake else [],
                                 "audio_fake_segments": [], "visual_fake_segments": [], "video_frames": 10,
                                 "audio_frames": 6400})
-                _put(root, data, f"{subset}/{file}")
+                put(root, data, f"{subset}/{file}")
         (root / f"{subset}_metadata.json").write_text(json.dumps(entries))
     return root
 
@@ -89,7 +91,7 @@ def lavdf(root: Path, data: bytes, per_split: int = 8) -> Path:
             entries.append({"file": file, "n_fakes": int(video or audio), "fake_periods": [[0.1, 0.2]] if video or audio
                             else [], "duration": 0.4, "original": None, "modify_video": video, "modify_audio": audio,
                             "split": split, "video_frames": 10, "audio_channels": 1, "audio_frames": 6400})
-            _put(root, data, file)
+            put(root, data, file)
     (root / "metadata.json").write_text(json.dumps(entries))
     return root
 
@@ -97,10 +99,10 @@ def lavdf(root: Path, data: bytes, per_split: int = 8) -> Path:
 def kodf(root: Path, data: bytes, per_method: int = 4) -> Path:
     """The international layout: original_videos/ and synthesized_videos/<method>/."""
     for k in range(per_method * len(KODF_METHODS)):
-        _put(root, data, f"original_videos/{k:03d}/{k:03d}_real.mp4")
+        put(root, data, f"original_videos/{k:03d}/{k:03d}_real.mp4")
     for method in KODF_METHODS:
         for k in range(per_method):
-            _put(root, data, f"synthesized_videos/{method}/{k:03d}_{method}.mp4")
+            put(root, data, f"synthesized_videos/{method}/{k:03d}_{method}.mp4")
     return root
 
 
@@ -110,8 +112,8 @@ def avlips(root: Path, data: bytes, per_label: int = 5) -> Path:
     wav = write_media(root / "wav" / "0_real" / "0.wav", audio=face.audio, sample_rate=face.sample_rate).read_bytes()
     for label in ("0_real", "1_fake"):
         for k in range(per_label):
-            _put(root, data, f"{label}/{k}.mp4")
-            _put(root, wav, f"wav/{label}/{k}.wav")
+            put(root, data, f"{label}/{k}.mp4")
+            put(root, wav, f"wav/{label}/{k}.wav")
     return root
 
 
@@ -126,15 +128,15 @@ def hifi_avdf(root: Path, data: bytes, pairs: int = 2) -> Path:
                 real, fake = f"{generator}/{k}.mp4", f"{generator}/{k}_generated.mp4"
                 writer.writerow([real, 0, 0, 0])
                 writer.writerow([fake, 1, 1, 1])
-                _put(root, data, real)
-                _put(root, data, fake)
+                put(root, data, real)
+                put(root, data, fake)
     return root
 
 
 def folder(root: Path, data: bytes, per_label: int = 3) -> Path:
     for label in ("real", "fake"):
         for k in range(per_label):
-            _put(root, data, f"{label}/{k}.mp4")
+            put(root, data, f"{label}/{k}.mp4")
     return root
 
 

@@ -5,22 +5,15 @@ import unicodedata
 import pytest
 
 from avbench.datasets.kodf import KoDFDataset
-from avbench.encode import write_media
-from avbench.testing import talking_face
+from avbench.testing_datasets import clip_bytes, put
 
 
 @pytest.fixture(scope="module")
-def video_bytes(tmp_path_factory):
+def video_bytes():
     """One real 1 s clip, copied to every path of a fixture (the adapter indexes, it does not decode)."""
-    face = talking_face(seconds=1.0, size=128)
-    path = write_media(tmp_path_factory.mktemp("media") / "clip.mp4", face.frames, face.fps, face.audio)
-    return path.read_bytes()
+    return clip_bytes(seconds=1.0, size=128)
 
 
-def put(root, data, *paths):
-    for path in paths:
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(data)
 
 
 def by_id(index):
