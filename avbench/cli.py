@@ -157,13 +157,7 @@ def datasets_index(
     out: Annotated[Optional[Path], typer.Option(help="Where to write the parquet index [default: ./NAME.parquet].")] = None,
 ):
     """Build a dataset's clip index (one row per clip: path, label, category, identity, split, ...)."""
-    try:
-        adapter = registry.datasets.get(name)()
-        index = adapter.index(adapter.check_root(root))
-    except (KeyError, FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc).strip("'\""))
-    for problem in index.problems:
-        err_console.print(f"[yellow]problem:[/] {problem}")
+    _, index = _index_of(name, root)
     path = index.save(out or Path(f"{name}.parquet"))
     frame = index.frame
     summary = frame.groupby(["split", "label"], dropna=False).size().rename("clips").reset_index()

@@ -4,6 +4,7 @@ turning rows into a ClipIndex, and wording the problems they report."""
 from __future__ import annotations
 
 import csv
+import io
 import os
 import unicodedata
 from pathlib import Path, PurePosixPath
@@ -20,19 +21,25 @@ def clip_id_of(path: str) -> str:
     return str(PurePosixPath(path).with_suffix(""))
 
 
-def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def read_table(path: Path, encodings: tuple[str, ...] = ("utf-8-sig",)) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """The header of a CSV file and its rows with their line numbers, values stripped.
 
+    The file is decoded with the first of `encodings` that fits (some datasets ship CP949).
     A row with more fields than the header keeps the extra ones under the key None.
     """
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-        rows = [
-            (reader.line_num, {k: v if k is None else (v or "").strip() for k, v in row.items()})
-            for row in reader
-        ]
-        return reader.fieldnames, rows
+    data, errors = path.read_bytes(), []
+    for encoding in encodings:
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError as err:
+            errors.append(f"{encoding}: {err}")
+    else:
+        raise ValueError(f"{path}: cannot decode as {' or '.join(encodings)} ({'; '.join(errors)})")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+    rows = [(reader.line_num, {k: v if k is None else (v or "").strip() for k, v in row.items()}) for row in reader]
+    return reader.fieldnames, rows
 
 
 def build_index(rows: list[dict], root: Path, problems: list[str]) -> ClipIndex:

@@ -26,7 +26,6 @@ The helpers below are shared with LAV-DF (same authors, same metadata convention
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ import pandas as pd
 
 from avbench.adapter import DatasetAdapter
 from avbench.clips import INDEX_COLUMNS, ClipIndex
+from avbench.dataset_files import files_under
 
 #: modify_type -> (video_label, audio_label); label is 1 for all but real.
 CATEGORIES = {"real": (0, 0), "visual_modified": (1, 0), "audio_modified": (0, 1), "both_modified": (1, 1)}
@@ -212,8 +212,7 @@ def missing_media(root: Path, frame: pd.DataFrame, source: str) -> list[str]:
             problems.append(f"{source}: folder {top}/ not found under {root}; its {len(listed)} clips are kept, "
                             "runs will count them as failed")
             continue
-        on_disk = {f"{Path(folder).relative_to(root).as_posix()}/{name}"
-                   for folder, _, names in os.walk(root / top) for name in names}
+        on_disk = {f"{top}/{name}" for name in files_under(root / top)}
         for position, path in listed.loc[~listed["path"].isin(on_disk), "path"].items():
             problems.append(f"{source}[{position}]: {path}: not found under {root}; kept, runs will count it as failed")
     return problems

@@ -23,8 +23,6 @@ Choosing the cross-dataset test subset is the protocols' job, not this adapter's
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
@@ -34,7 +32,7 @@ import pandas as pd
 from avbench.adapter import DatasetAdapter
 from avbench.clips import ClipIndex
 from avbench.dataset_files import (build_index, clip_id_of, files_under, is_video, keep_first, missing, nfc,
-                                   require_columns, unlisted)
+                                   read_table, require_columns, unlisted)
 
 METHODS = ("dfl", "dffs", "fsgan", "fo", "atfhp", "wav2lip")
 SPLIT_OF = {"training": "train", "validation": "val"}
@@ -68,26 +66,6 @@ class KoDFDataset(DatasetAdapter):
         )
 
 
-def read_metadata(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header and (line number, row) pairs of a CSV in UTF-8 or CP949, values stripped.
-
-    A row with more fields than the header keeps the extra ones under the key None, as in folder.read_table.
-    """
-    data, errors = path.read_bytes(), []
-    for encoding in ENCODINGS:
-        try:
-            text = data.decode(encoding)
-            break
-        except UnicodeDecodeError as err:
-            errors.append(f"{encoding}: {err}")
-    else:
-        raise ValueError(f"{path}: cannot decode as {' or '.join(ENCODINGS)} ({'; '.join(errors)})")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-    rows = [(reader.line_num, {k: v if k is None else (v or "").strip() for k, v in row.items()}) for row in reader]
-    return reader.fieldnames, rows
-
-
 def _video_stem(name: str) -> str:
     """A file name or 영상ID without its video extension (string work: this runs for every file and row)."""
     return name.rsplit(".", 1)[0] if is_video(name) else name
@@ -113,7 +91,7 @@ def _from_metadata(root: Path, files: list[str], tables: list[str]) -> ClipIndex
     for table in sorted((t for t in tables if named[t]), key=lambda t: (named[t][2], named[t][1], t)):
         name, kind, split = named[table].group(0, 1, 2)
         fake, split = kind == "변조영상", SPLIT_OF[split]
-        header, lines = read_metadata(root / table)
+        header, lines = read_table(root / table, ENCODINGS)
         require_columns(root / table, header, ("영상ID", "변조모델")[: 1 + fake])
         named_ids.update(_video_stem(row["영상ID"]) for _, row in lines)
         for line, row in lines:
