@@ -21,8 +21,8 @@ from avbench.io import atomic_write, sha256_file, write_json
 from avbench.metrics import aggregate_windows
 
 if TYPE_CHECKING:
-    from avbench.clips import Clip
-    from avbench.loader import ClipSet
+    from avbench.clips import Clip, ClipRef
+    from avbench.loader import ClipSet, MediaLoader
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class InputSpec:
 
     fps: frame rate to sample video at (None: no video). audio: 16 kHz mono float32.
     frame_size: resize whole frames to this square size (None: native size).
+    frame_crop: with frame_size, scale the shorter side to frame_size and cut the centre square
+    (the CLIP / VideoMAE convention) instead of squeezing the whole frame into the square.
     face_size / mouth_size: square crops from 68-point landmarks (None: not needed).
     max_seconds: decode at most this much from the start of the clip (None: all of it).
     audio_optional: the detector accepts `clip.audio is None`; otherwise a missing-audio
@@ -40,6 +42,7 @@ class InputSpec:
     fps: float | None = 25.0
     audio: bool = True
     frame_size: int | None = None
+    frame_crop: bool = False
     face_size: int | None = None
     mouth_size: int | None = None
     max_seconds: float | None = None
@@ -75,6 +78,9 @@ class Detector:
     #: True when `score` is a probability of fake in [0, 1]: only then is ACC at 0.5 reported.
     scores_are_probabilities: ClassVar[bool] = False
 
+    #: Frames per second of `frame_scores`, for detectors that explain their score over time.
+    frame_rate: ClassVar[float | None] = None
+
     input_spec: InputSpec = InputSpec()
     #: For window-level detectors: how window logits become the clip score (metrics.AGGREGATIONS).
     aggregation: str | None = None
@@ -89,6 +95,16 @@ class Detector:
             if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         }
 
+    # -- media -------------------------------------------------------------------------------------
+    def use_loader(self, loader: "MediaLoader") -> None:
+        """Called by the runner, before fit and score, with the loader that decodes the clips. A
+        detector that caches what it computes from media keys that cache on `loader.media_key`."""
+
+    def needs_media(self, ref: "ClipRef", audio_removed: bool) -> bool:
+        """False when the detector can train on or score `ref` without decoding it (its features
+        are cached): the loader then hands over a Clip that carries the ref and no media."""
+        return True
+
     # -- learning and scoring ------------------------------------------------------------------
     def fit(self, train: "ClipSet", val: "ClipSet", seed: int, device: str = "cpu") -> "Detector":
         """Learn from `train`; `val` is for model selection only (never test data)."""
@@ -102,6 +118,11 @@ class Detector:
     def score_windows(self, clip: "Clip") -> np.ndarray:
         """Logits of the clip's windows (e.g. one per second); see avbench.metrics.AGGREGATIONS."""
         raise NotImplementedError(f"{type(self).__name__} implements neither score nor score_windows")
+
+    def frame_scores(self, clip: "Clip") -> np.ndarray:
+        """Per-frame fakeness at `frame_rate` (a temporal explanation); the runner compares it with
+        the annotated fake segments of fake clips (metric LOC_AUC)."""
+        raise NotImplementedError(f"{type(self).__name__} gives no frame scores")
 
     def score_batch(self, clips: Iterable["Clip"]) -> list[float]:
         """Score several clips; override to batch on the device."""

@@ -33,7 +33,7 @@ import pandas as pd
 from rich.table import Table
 
 from avbench.io import write_json
-from avbench.metrics import METRICS
+from avbench.metrics import ALL_METRICS as METRICS
 
 KEY = ("detector", "protocol", "train", "test_set", "subset", "metric")
 COLUMNS = (*KEY, "mean", "std", "n_seeds", "seeds", "coverage", "published", "published_source")

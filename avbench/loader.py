@@ -9,7 +9,7 @@ outcome is cached too, so a clip without a face is not searched again for the ne
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -41,19 +41,33 @@ class MediaLoader:
                 clip.audio = np.zeros(round(self._video_seconds(clip, spec) * clip.sample_rate), np.float32)
         return clip
 
+    def media_key(self, ref: ClipRef, spec: InputSpec, remove_audio: bool = False) -> str | None:
+        """The cache key of what `load(ref, spec, remove_audio)` decodes (None without a cache).
+
+        Anything computed from a clip's decoded inputs (a detector's features) can be cached
+        under this key: it changes whenever the media files or the decoding settings change."""
+        if self.cache is None:
+            return None
+        needs_audio = spec.audio and not remove_audio
+        audio_file = ref.audio_path if needs_audio else None
+        params = {
+            "fps": spec.fps, "frame_size": spec.frame_size, "face_size": spec.face_size,
+            "mouth_size": spec.mouth_size, "max_seconds": spec.max_seconds, "audio": needs_audio,
+            "sample_rate": media.SAMPLE_RATE,
+            "detect_every": self.detect_every if spec.needs_faces else None,
+        }
+        if spec.frame_crop:  # only when set, so that the keys of existing cache entries stay valid
+            params["frame_crop"] = True
+        return self.cache.key(ref.path, audio_file, params)
+
     def _decoded(self, ref: ClipRef, spec: InputSpec, needs_audio: bool) -> dict[str, np.ndarray]:
         media.require_file(ref.path)
         audio_file = ref.audio_path if needs_audio else None
         if audio_file is not None:
             media.require_file(audio_file)
-        if self.cache is None:
+        key = self.media_key(ref, spec, remove_audio=not needs_audio)
+        if key is None:
             return self._decode(ref, spec, needs_audio)
-        params = {
-            "fps": spec.fps, "frame_size": spec.frame_size, "face_size": spec.face_size,
-            "mouth_size": spec.mouth_size, "max_seconds": spec.max_seconds, "audio": needs_audio,
-            "sample_rate": media.SAMPLE_RATE, "detect_every": self.detect_every if spec.needs_faces else None,
-        }
-        key = self.cache.key(ref.path, audio_file, params)
         cached = self.cache.get(key)
         if cached is not None:
             if "error_reason" in cached:
@@ -81,10 +95,15 @@ class MediaLoader:
         frames = media.decode_video(ref.path, spec.fps, spec.max_seconds)
         arrays: dict[str, np.ndarray] = {}
         scale = np.ones(2, dtype=np.float32)
+        offset = np.zeros(2, dtype=np.float32)
         if spec.frame_size is not None:
             height, width = frames.shape[1:3]
+            if spec.frame_crop:
+                side = min(height, width)
+                offset = np.array([(width - side) // 2, (height - side) // 2], dtype=np.float32)
+                height = width = side
             scale = np.array([spec.frame_size / width, spec.frame_size / height], dtype=np.float32)
-            arrays["frames"] = media.resize_frames(frames, spec.frame_size)
+            arrays["frames"] = media.resize_frames(frames, spec.frame_size, crop=spec.frame_crop)
         else:
             arrays["frames"] = frames
         if spec.needs_faces:
@@ -96,8 +115,8 @@ class MediaLoader:
                 arrays["faces"] = faces.crop_faces(frames, landmarks, spec.face_size)
             if spec.mouth_size is not None:
                 arrays["mouths"] = faces.crop_mouths(frames, landmarks, spec.mouth_size)
-            arrays["landmarks"] = landmarks * scale
-            arrays["boxes"] = boxes * np.tile(scale, 2)
+            arrays["landmarks"] = (landmarks - offset) * scale
+            arrays["boxes"] = (boxes - np.tile(offset, 2)) * np.tile(scale, 2)
         return arrays
 
     @staticmethod
@@ -119,11 +138,14 @@ class ClipSet:
     the others in `failures`; `results()` yields every ref in order with its Clip or its ClipError.
     """
 
-    def __init__(self, refs: Sequence[ClipRef], loader: MediaLoader, spec: InputSpec, remove_audio: bool = False):
+    def __init__(self, refs: Sequence[ClipRef], loader: MediaLoader, spec: InputSpec, remove_audio: bool = False,
+                 needs_media: Callable[[ClipRef, bool], bool] | None = None):
         self.refs = list(refs)
         self.loader = loader
         self.spec = spec
         self.remove_audio = remove_audio
+        #: The detector's `needs_media`: refs it answers False for are not decoded.
+        self.needs_media = needs_media
         self.failures: dict[str, ClipError] = {}
 
     def __len__(self) -> int:
@@ -135,6 +157,9 @@ class ClipSet:
 
     def results(self) -> Iterator[tuple[ClipRef, Clip | ClipError]]:
         for ref in self.refs:
+            if self.needs_media is not None and not self.needs_media(ref, self.remove_audio):
+                yield ref, Clip(ref=ref, fps=self.spec.fps, audio_removed=self.remove_audio)
+                continue
             try:
                 clip = self.loader.load(ref, self.spec, self.remove_audio)
             except ClipError as exc:

@@ -190,8 +190,14 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return frame.reformat(width=size, height=size, interpolation="AREA").to_ndarray()
 
 
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """Resize (T, H, W, 3) uint8 frames to (T, size, size, 3)."""
+def resize_frames(frames: np.ndarray, size: int, crop: bool = False) -> np.ndarray:
+    """Resize (T, H, W, 3) uint8 frames to (T, size, size, 3): the whole frame squeezed into the
+    square, or with `crop` the centre square of the frame (shorter side kept whole)."""
+    if crop:
+        height, width = frames.shape[1:3]
+        side = min(height, width)
+        y0, x0 = (height - side) // 2, (width - side) // 2
+        frames = frames[:, y0:y0 + side, x0:x0 + side]
     if frames.shape[1:3] == (size, size):
         return frames
     return np.stack([resize_image(f, size) for f in frames])

@@ -17,13 +17,19 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 METRICS = ("AUC", "AP", "ACC", "EER")
+#: LOC_AUC: temporal localisation, the frame-level AUC of a fake clip's frame scores against its
+#: annotated fake segments, averaged over the fake clips that have segments (AV-Deepfake1M, LAV-DF).
+LOCALISATION_METRIC = "LOC_AUC"
+#: Every metric a run record may hold, in the order tables show them.
+ALL_METRICS = METRICS + (LOCALISATION_METRIC,)
 AGGREGATIONS = ("mean_logit", "mean_prob", "max", "min", "median", "lse")
 THRESHOLD = 0.5
 _BATCH_ELEMENTS = 2_000_000  # resamples x clips held in memory at once by the bootstrap
 
 
 def higher_is_better(metric: str) -> bool:
-    _check_metric(metric)
+    if metric not in ALL_METRICS:
+        raise ValueError(f"unknown metric '{metric}'; choose one of {', '.join(ALL_METRICS)}")
     return metric != "EER"
 
 
@@ -94,6 +100,25 @@ def aggregate_windows(window_scores, how: str) -> float:
     if how == "lse":
         return float(np.logaddexp.reduce(x) - np.log(len(x)))
     raise ValueError(f"unknown aggregation '{how}'; choose one of {', '.join(AGGREGATIONS)}")
+
+
+def frame_labels(n_frames: int, frame_rate: float, segments) -> np.ndarray:
+    """1 for the frames whose centre lies inside a fake segment (start, end) in seconds, else 0."""
+    centres = (np.arange(n_frames) + 0.5) / frame_rate
+    labels = np.zeros(n_frames, dtype=np.int64)
+    for start, end in segments:
+        labels[(centres >= start) & (centres < end)] = 1
+    return labels
+
+
+def localisation_auc(frame_scores, frame_rate: float, segments) -> float:
+    """Frame-level AUC of one clip's frame scores against its fake segments; NaN when the frames
+    fall into one class only (all fake, or segments outside the scored frames)."""
+    scores = np.asarray(frame_scores, dtype=float)
+    labels = frame_labels(len(scores), frame_rate, segments)
+    if not 0 < labels.sum() < len(labels):
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
 
 
 def _check_metric(metric: str) -> None:

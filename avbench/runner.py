@@ -45,7 +45,7 @@ log = logging.getLogger("avbench.runner")
 
 RECORD_SCHEMA = 1
 SCORE_COLUMNS = ["fold", "test_set", "clip_id", "file", "label", "category", "method", "subset_value",
-                 "score", "status", "reason", "message", "seconds"]
+                 "score", "status", "reason", "message", "seconds", "localisation_auc"]
 
 
 class RunError(RuntimeError):
@@ -231,6 +231,7 @@ class Runner:
     # -- fitting ------------------------------------------------------------------------------------
     def fitted_detector(self, fold: Fold, seed: int, run_dir: Path, timings: dict) -> tuple[Detector, dict]:
         detector = build_detector(self.s.detector, self.s.detector_options, seed, self.s.checkpoint)
+        detector.use_loader(self.loader)
         info = {"fold": fold.name, "train_label": fold.train_label, "fit": "none"}
         if self.s.checkpoint is not None:
             info["fit"] = "checkpoint"
@@ -238,11 +239,12 @@ class Runner:
         if not detector.trains or fold.train is None:
             return detector, info
         model_dir = run_dir / "models" / _safe(fold.name)
-        train = ClipSet(list(select(self.indexes[fold.train.dataset], fold.train).refs()), self.loader, detector.input_spec)
-        val_refs = list(select(self.indexes[fold.val.dataset], fold.val).refs()) if fold.val else []
-        val = ClipSet(val_refs, self.loader, detector.input_spec)
         if model_dir.is_dir():  # fitted before this run was interrupted
-            return type(detector).load(model_dir), _read_json(model_dir / "fit.json")
+            detector = type(detector).load(model_dir)
+            detector.use_loader(self.loader)
+            return detector, _read_json(model_dir / "fit.json")
+        train = self._clip_set(select(self.indexes[fold.train.dataset], fold.train).refs(), detector)
+        val = self._clip_set(select(self.indexes[fold.val.dataset], fold.val).refs() if fold.val else [], detector)
         if len(train) == 0:
             raise RunError(f"fold '{fold.name}': no training clips in {fold.train}")
         t0 = time.perf_counter()
@@ -258,6 +260,10 @@ class Runner:
         staging.rename(model_dir)
         return detector, info
 
+    def _clip_set(self, refs, detector: Detector, remove_audio: bool = False) -> ClipSet:
+        return ClipSet(list(refs), self.loader, detector.input_spec, remove_audio=remove_audio,
+                       needs_media=detector.needs_media)
+
     # -- scoring ------------------------------------------------------------------------------------
     def score_test_set(self, detector: Detector, fold: Fold, test: TestSet, run_dir: Path, timings: dict) -> pd.DataFrame:
         refs = list(select(self.indexes[test.selection.dataset], test.selection).refs())
@@ -270,7 +276,7 @@ class Runner:
         if self.progress is not None:
             task = self.progress.add_task(f"{self.s.detector} · {test.name} · {fold.name}", total=len(refs),
                                           completed=len(refs) - len(todo))
-        clips = ClipSet(todo, self.loader, detector.input_spec, remove_audio=self.s.protocol.missing_audio)
+        clips = self._clip_set(todo, detector, remove_audio=self.s.protocol.missing_audio)
         chunk_id = len(list(partial_dir.glob("chunk-*.parquet"))) if partial_dir.is_dir() else 0
         pending: list[tuple[ClipRef, object, float]] = []
         t_load = time.perf_counter()
@@ -307,6 +313,8 @@ class Runner:
         except Exception:  # one bad clip must not sink the batch: score them one by one
             for ref, clip in loaded:
                 results[ref.clip_id] = self._score_one(detector, ref, clip)
+        localisation = {ref.clip_id: self._localise(detector, ref, clip) for ref, clip in loaded
+                        if results[ref.clip_id][1] == "scored"}
         elapsed = time.perf_counter() - t0
         timings["score_seconds"] += elapsed
         per_clip = elapsed / max(len(loaded), 1)
@@ -318,8 +326,20 @@ class Runner:
                          "category": ref.category, "method": ref.method,
                          "subset_value": getattr(ref, test.subsets) if test.subsets else "",
                          "score": score, "status": status, "reason": reason, "message": message,
-                         "seconds": load_s + (per_clip if status == "scored" else 0.0)})
+                         "seconds": load_s + (per_clip if status == "scored" else 0.0),
+                         "localisation_auc": localisation.get(ref.clip_id, np.nan)})
         return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+    @staticmethod
+    def _localise(detector: Detector, ref: ClipRef, clip) -> float:
+        """Frame-level localisation AUC of a scored fake clip with annotated segments, else NaN."""
+        if detector.frame_rate is None or ref.label != 1 or not ref.fake_segments:
+            return np.nan
+        try:
+            return metrics.localisation_auc(detector.frame_scores(clip), detector.frame_rate, ref.fake_segments)
+        except Exception:  # an explanation that fails leaves the score standing
+            log.warning("%s: no frame scores for %s\n%s", type(detector).__name__, ref.path, traceback.format_exc())
+            return np.nan
 
     def _score_one(self, detector, ref, clip) -> tuple[float, str, str, str]:
         try:
@@ -349,7 +369,7 @@ class Runner:
             "protocol_version": self.s.protocol.version,
             "seed": seed,
             "device": self.s.device,
-            "published_as": list(cls.published_as),
+            "published_as": list(detector.published_as),
             "scores_are_probabilities": cls.scores_are_probabilities,
             "aggregation": detector.aggregation,
             "metrics": rows,
@@ -423,6 +443,10 @@ def _rows_for(part: pd.DataFrame, base: dict, probabilities: bool, seed: int, n_
             low, high = metrics.bootstrap_ci(labels, values, name, n_resamples=n_resamples, seed=seed,
                                              probabilities=probabilities)
         rows.append({**base, "metric": name, "value": _num(value), "ci_low": _num(low), "ci_high": _num(high), **counts})
+    localised = ok.get("localisation_auc", pd.Series(dtype=float)).dropna()
+    if len(localised):
+        rows.append({**base, "metric": metrics.LOCALISATION_METRIC, "value": _num(localised.mean()), "ci_low": None, "ci_high": None,
+                     **counts, "n_localised": int(len(localised))})
     return rows
 
 
@@ -461,7 +485,7 @@ def _read_chunks(partial_dir: Path) -> pd.DataFrame:
     files = sorted(partial_dir.glob("chunk-*.parquet")) if partial_dir.is_dir() else []
     if not files:
         return pd.DataFrame(columns=SCORE_COLUMNS)
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).reindex(columns=SCORE_COLUMNS)
 
 
 def _read_json(path: Path):
