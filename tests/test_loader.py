@@ -272,3 +272,40 @@ def test_clipset_skips_and_records_failures(corpus):
     results = list(clips.results())
     assert [r.clip_id for r, _ in results] == ["good", "broken", "also_good", "silent"]
     assert [type(x) for _, x in results] == [Clip, ClipError, Clip, ClipError]
+
+
+def test_frame_crop_keeps_the_centre_square_and_moves_the_landmarks(corpus, face):
+    squeezed = MediaLoader().load(ref(corpus["talking"]), InputSpec(fps=25.0, audio=False, frame_size=64, face_size=32))
+    frames = np.zeros((2, 100, 160, 3), np.uint8)
+    frames[:, :, 30:130] = 200  # the centre square is bright, the sides dark
+    assert (media.resize_frames(frames, 50, crop=True) == 200).all()
+    assert media.resize_frames(frames, 50).mean() < 200
+    # the talking face is square, so cropping changes nothing but the cache key
+    cropped = MediaLoader().load(ref(corpus["talking"]), InputSpec(fps=25.0, audio=False, frame_size=64, face_size=32,
+                                                                  frame_crop=True))
+    np.testing.assert_allclose(cropped.landmarks, squeezed.landmarks, atol=1e-4)
+
+
+def test_media_key_follows_spec_and_audio_removal(corpus, tmp_path):
+    loader = MediaLoader(MediaCache(tmp_path))
+    r, spec = ref(corpus["talking"]), InputSpec(fps=25.0, frame_size=64)
+    key = loader.media_key(r, spec)
+    assert key == loader.media_key(r, spec)
+    assert key != loader.media_key(r, spec, remove_audio=True)
+    assert key != loader.media_key(r, InputSpec(fps=25.0, frame_size=64, frame_crop=True))
+    assert MediaLoader().media_key(r, spec) is None
+    loader.load(r, spec)
+    assert loader.cache.get(key) is not None  # the key is the one the decoded media is stored under
+
+
+def test_clipset_hands_over_media_less_clips_when_the_detector_says_so(corpus, monkeypatch):
+    refs = [ref(corpus["talking"], "cached"), ref(corpus["talking_mkv"], "decoded")]
+    loader = MediaLoader()
+    decode = Counter(loader.load)
+    monkeypatch.setattr(loader, "load", decode)
+    clips = ClipSet(refs, loader, InputSpec(fps=25.0, max_seconds=0.2), remove_audio=True,
+                    needs_media=lambda r, audio_removed: r.clip_id != "cached")
+    cached, decoded = list(clips)
+    assert decode.calls == 1
+    assert cached.frames is None and cached.audio is None and cached.audio_removed and cached.fps == 25.0
+    assert decoded.frames is not None

@@ -154,3 +154,15 @@ def test_higher_is_better():
     assert [higher_is_better(m) for m in METRICS] == [True, True, True, False]
     with pytest.raises(ValueError):
         higher_is_better("F1")
+
+
+def test_localisation_auc_against_fake_segments():
+    from avbench.metrics import frame_labels, localisation_auc
+
+    # 10 frames at 5 fps: frame centres 0.1, 0.3, ... 1.9 s; the fake segment covers 0.8-1.2 s
+    assert frame_labels(10, 5.0, [(0.8, 1.2)]).tolist() == [0, 0, 0, 0, 1, 1, 0, 0, 0, 0]
+    scores = np.zeros(10)
+    scores[4:6] = 1.0
+    assert localisation_auc(scores, 5.0, [(0.8, 1.2)]) == 1.0
+    assert localisation_auc(-scores, 5.0, [(0.8, 1.2)]) == 0.0
+    assert math.isnan(localisation_auc(scores, 5.0, [(0.0, 5.0)]))  # every frame fake: undefined

@@ -193,3 +193,31 @@ def test_subsets_with_their_own_reals():
     rows = metric_rows(scores, [fold], {}, True, probabilities=True, seed=0, n_resamples=0)
     auc = {r["subset"]: r["value"] for r in rows if r["metric"] == "AUC"}
     assert auc == {"all": pytest.approx(5 / 9), "g1": 1.0, "g2": 0.0, "AVG": 0.5}
+
+
+def test_localisation_is_measured_on_fake_clips_with_segments():
+    from pathlib import Path
+
+    from avbench.clips import ClipRef
+    from avbench.detector import Detector
+    from avbench.runner import metric_rows
+
+    class Explaining(Detector):
+        frame_rate = 5.0
+
+        def frame_scores(self, clip):
+            return np.array([0, 0, 0, 0, 1, 1, 0, 0, 0, 0], dtype=float)  # frames 4-5: 0.8-1.2 s
+
+    fake = ClipRef(clip_id="f", dataset="t", path=Path("f.mp4"), label=1, fake_segments=((0.8, 1.2),))
+    real = ClipRef(clip_id="r", dataset="t", path=Path("r.mp4"), label=0)
+    assert Runner._localise(Explaining(), fake, None) == 1.0
+    assert np.isnan(Runner._localise(Explaining(), real, None))
+    assert np.isnan(Runner._localise(RandomDetector(), fake, None))  # no frame scores: nothing to measure
+
+    scores = pd.DataFrame({"fold": "main", "test_set": "toy", "clip_id": list("abcd"), "label": [0, 1, 1, 1],
+                           "subset_value": "", "score": [0.1, 0.9, 0.8, 0.7], "status": "scored",
+                           "localisation_auc": [np.nan, 1.0, 0.5, np.nan]})
+    fold = protocol.Fold("main", "toy", None, None, (protocol.TestSet("toy", protocol.Selection("toy", "test")),))
+    rows = metric_rows(scores, [fold], {}, False, probabilities=True, seed=0, n_resamples=0)
+    (loc,) = [r for r in rows if r["metric"] == "LOC_AUC"]
+    assert loc["value"] == 0.75 and loc["n_localised"] == 2
