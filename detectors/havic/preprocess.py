@@ -1,0 +1,128 @@
+"""HAVIC's inputs: Kaldi log-Mel filterbanks, sliding windows over a clip's face crops and audio.
+
+The fbank is written here in torch because torchaudio cannot be installed beside avbench's torch;
+`kaldi_fbank` equals torchaudio.compliance.kaldi.fbank(htk_compat=True, use_energy=False,
+window_type='hanning', num_mel_bins=128, dither=0.0, frame_shift=10) with its other defaults (25 ms
+frames, snip_edges, per-frame DC removal, pre-emphasis 0.97, power spectrum, 20 Hz to Nyquist), which
+tests/test_havic_model.py checks against values torchaudio computed (tests/data/havic).
+
+Windows follow the authors' evaluation script: 16 face frames (5 fps, 3.2 s) with a stride of 2
+frames; trailing frames that do not complete a stride are cut; the audio of the frames used is cut
+into one segment per window, proportionally, and each segment's fbank (mean removed from the samples
+first) is stretched to 1024 frames and normalised with the fine-tuning statistics.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from avbench.clips import ClipError
+
+from .model import HAVICConfig
+
+SAMPLE_RATE = 16000
+FPS = 5.0
+#: Fine-tuning / evaluation normalisation of the fbank: (x - FBANK_MEAN) / FBANK_STD.
+FBANK_MEAN = -6.9960
+FBANK_STD = 3.1205
+WINDOW_STRIDE = 2  # frames between window starts (0.4 s)
+
+
+def mel_banks(num_bins: int, n_fft: int, sample_rate: int, low_freq: float = 20.0) -> Tensor:
+    """Kaldi's triangular filters on the mel scale, (num_bins, n_fft // 2 + 1); the Nyquist bin gets 0.
+    Computed in float32 in Kaldi's (and torchaudio's) order of operations, so the bands match bit for bit."""
+    mel_low, mel_high = (1127.0 * math.log(1.0 + f / 700.0) for f in (low_freq, sample_rate / 2))
+    delta = (mel_high - mel_low) / (num_bins + 1)
+    index = torch.arange(num_bins, dtype=torch.float32)[:, None]
+    left, centre, right = mel_low + index * delta, mel_low + (index + 1.0) * delta, mel_low + (index + 2.0) * delta
+    mel = 1127.0 * (1.0 + sample_rate / n_fft * torch.arange(n_fft // 2, dtype=torch.float32) / 700.0).log()
+    weights = torch.minimum((mel - left) / (centre - left), (right - mel) / (right - centre)).clamp_min(0.0)
+    return F.pad(weights, (0, 1))
+
+
+def kaldi_fbank(waveform: Tensor, sample_rate: int = SAMPLE_RATE, num_mel_bins: int = 128,
+                frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0) -> Tensor:
+    """(N,) float waveform -> (frames, num_mel_bins) log-Mel energies, as torchaudio's Kaldi fbank."""
+    window = int(sample_rate * frame_length_ms * 0.001)
+    shift = int(sample_rate * frame_shift_ms * 0.001)
+    if waveform.ndim != 1 or len(waveform) < window:
+        raise ValueError(f"need a 1-D waveform of at least {window} samples, got shape {tuple(waveform.shape)}")
+    frames = waveform.float().unfold(0, window, shift)
+    frames = frames - frames.mean(dim=1, keepdim=True)
+    frames = frames - 0.97 * torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+    frames = frames * torch.hann_window(window, periodic=False, device=frames.device)
+    n_fft = 1 << (window - 1).bit_length()
+    power = torch.fft.rfft(frames, n=n_fft).abs().pow(2)
+    energies = power @ mel_banks(num_mel_bins, n_fft, sample_rate).to(power.device).T
+    return energies.clamp_min(torch.finfo(torch.float32).eps).log()
+
+
+def window_fbank(samples: np.ndarray | Tensor, cfg: HAVICConfig) -> Tensor:
+    """One window's audio input (audio_frames, mel_bins): mean removed, fbank, linear interpolation in
+    time to cfg.audio_frames, normalised."""
+    wave = torch.as_tensor(samples, dtype=torch.float32)
+    fbank = kaldi_fbank(wave - wave.mean(), num_mel_bins=cfg.mel_bins)
+    stretched = F.interpolate(fbank.T[None], size=cfg.audio_frames, mode="linear", align_corners=False)[0].T
+    return (stretched - FBANK_MEAN) / FBANK_STD
+
+
+def window_starts(n_frames: int, window: int, stride: int = WINDOW_STRIDE) -> tuple[int, list[int]]:
+    """(frames used, first frame of each window): the frames that do not complete a stride are cut."""
+    if n_frames < window:
+        raise ValueError(f"{n_frames} frames cannot hold a window of {window}")
+    used = n_frames - (n_frames - window) % stride
+    return used, list(range(0, used - window + 1, stride))
+
+
+def audio_bounds(n_samples: int, n_frames: int, frames_used: int, n_windows: int, window: int,
+                 stride: int = WINDOW_STRIDE) -> list[tuple[int, int]]:
+    """Sample range of each window's audio, by the authors' rule: the audio of the frames used is the
+    same fraction of the track; a segment spans window / frames_used of it and advances by stride /
+    window of a segment; a segment that would overrun the end is moved back to end there."""
+    total = int(frames_used / n_frames * n_samples)
+    length = int(total * window / (window + stride * (n_windows - 1)))
+    step = int((stride / window) * length)
+    bounds = []
+    for i in range(n_windows):
+        start, end = i * step, i * step + length
+        if end > total:
+            end, start = total, max(0, total - length)
+        bounds.append((start, end))
+    return bounds
+
+
+def clip_windows(faces: np.ndarray, audio: np.ndarray | None, cfg: HAVICConfig, *, source: str = "clip",
+                 pad_short: bool = False, stride: int = WINDOW_STRIDE) -> tuple[Tensor, Tensor | None]:
+    """A clip's windows: video (W, 3, n_frames, S, S) uint8, a view of `faces` (the model takes it divided
+    by 255, no mean or std), and audio (W, audio_frames, mel_bins) normalised fbank, or None when `audio`
+    is None.
+
+    A clip with fewer face frames than one window raises ClipError('too_short') unless `pad_short`, which
+    repeats its last frame up to one window and gives that window all of the clip's audio.
+    """
+    n = len(faces)
+    frames = torch.from_numpy(np.require(faces, np.uint8, ["C", "W"]))  # a read-only cache array is copied
+    window = cfg.n_frames
+    if n < window:
+        if not pad_short or n == 0:
+            raise ClipError("too_short", f"{source}: {n} face frames at {FPS:g} fps; HAVIC needs {window} "
+                                         f"({window / FPS:g} s) for one window")
+        frames = torch.cat([frames, frames[-1:].expand(window - n, -1, -1, -1)])
+        used, starts, bounds = window, [0], [(0, 0 if audio is None else len(audio))]
+    else:
+        used, starts = window_starts(n, window, stride)
+        bounds = None if audio is None else audio_bounds(len(audio), n, used, len(starts), window, stride)
+    video = frames[:used].unfold(0, window, stride).permute(0, 3, 4, 1, 2)  # (T, S, S, 3) -> (W, 3, window, S, S)
+    if audio is None:
+        return video, None
+    min_samples = math.ceil(SAMPLE_RATE * 0.025)
+    short = [(a, b) for a, b in bounds if b - a < min_samples]
+    if short:
+        raise ClipError("too_short", f"{source}: the audio of a window spans {short[0][1] - short[0][0]} samples "
+                                     f"({len(audio)} in the track); an fbank needs {min_samples}")
+    return video, torch.stack([window_fbank(audio[a:b], cfg) for a, b in bounds])
