@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from avbench import __version__, registry
+from avbench.detectors.avhubert.cli import app as avhubert_app
 
 EXIT_ERROR, EXIT_REGRESSION = 1, 3
 
@@ -40,6 +41,7 @@ protocols_app = typer.Typer(help="Evaluation protocols.", no_args_is_help=True)
 app.add_typer(detectors_app, name="detectors")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(protocols_app, name="protocols")
+app.add_typer(avhubert_app, name="avhubert")
 
 
 class ListFormat(str, Enum):

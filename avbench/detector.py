@@ -82,6 +82,8 @@ class Detector:
     frame_rate: ClassVar[float | None] = None
 
     input_spec: InputSpec = InputSpec()
+    #: Where the detector computes ("cpu", "cuda"); set by `to`, not an option, so checkpoints are device-free.
+    device: str = "cpu"
     #: For window-level detectors: how window logits become the clip score (metrics.AGGREGATIONS).
     aggregation: str | None = None
 
@@ -94,6 +96,23 @@ class Detector:
             for name, p in params.items()
             if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         }
+
+    # -- placement and working space ---------------------------------------------------------------
+    def to(self, device: str) -> "Detector":
+        """Compute on `device` from now on; the runner calls this after building or loading a detector.
+        Torch modules held in attributes (or in dicts of them) move with it; a detector that keeps
+        modules elsewhere overrides this."""
+        self.device = device
+        for value in vars(self).values():
+            for module in value.values() if isinstance(value, dict) else (value,):
+                if hasattr(module, "parameters") and callable(getattr(module, "to", None)):
+                    module.to(device)
+        return self
+
+    def use_training_dir(self, directory: Path) -> None:
+        """Called by the runner before `fit` with a folder that outlives an interrupted run (it is
+        removed once the fitted detector is saved): a detector whose training is long keeps its
+        resumable training state there, so the same command resumes mid-training."""
 
     # -- media -------------------------------------------------------------------------------------
     def use_loader(self, loader: "MediaLoader") -> None:

@@ -86,6 +86,13 @@ detectors = Registry(
         "random": "avbench.detectors.random_baseline:RandomDetector",
         "avsync": "avbench.detectors.avsync:AVSyncDetector",
         "handcrafted": "avbench.detectors.handcrafted:HandcraftedDetector",
+        "havic": "avbench.detectors.havic:HAVICDetector",
+        "havic_tiny": "avbench.detectors.havic:HAVICTinyDetector",
+        # detectors on self-supervised features (avbench.detectors.ssl.zoo.VARIANTS), each with a `_tiny` twin
+        **{name + tiny: f"avbench.detectors.ssl.zoo:{name + tiny}" for tiny in ("", "_tiny") for name in (
+            "probe_avhubert_a", "probe_avhubert_v", "probe_avhubert_av", "probe_wav2vec2", "probe_whisper", "probe_clip",
+            "probe_videomae", "probe_fusion", "ntp", "sync_anomaly", "avhubert_align", "probe_avhubert_a_random",
+            "probe_avhubert_v_random", "probe_fusion_random", "sync_anomaly_random")},
     },
 )
 

@@ -230,7 +230,7 @@ class Runner:
 
     # -- fitting ------------------------------------------------------------------------------------
     def fitted_detector(self, fold: Fold, seed: int, run_dir: Path, timings: dict) -> tuple[Detector, dict]:
-        detector = build_detector(self.s.detector, self.s.detector_options, seed, self.s.checkpoint)
+        detector = build_detector(self.s.detector, self.s.detector_options, seed, self.s.checkpoint).to(self.s.device)
         detector.use_loader(self.loader)
         info = {"fold": fold.name, "train_label": fold.train_label, "fit": "none"}
         if self.s.checkpoint is not None:
@@ -240,7 +240,7 @@ class Runner:
             return detector, info
         model_dir = run_dir / "models" / _safe(fold.name)
         if model_dir.is_dir():  # fitted before this run was interrupted
-            detector = type(detector).load(model_dir)
+            detector = type(detector).load(model_dir).to(self.s.device)
             detector.use_loader(self.loader)
             return detector, _read_json(model_dir / "fit.json")
         train = self._clip_set(select(self.indexes[fold.train.dataset], fold.train).refs(), detector)
@@ -249,6 +249,9 @@ class Runner:
             raise RunError(f"fold '{fold.name}': no training clips in {fold.train}")
         t0 = time.perf_counter()
         self._say(f"fitting {self.s.detector} on {len(train)} clips ({fold.train_label}, seed {seed})")
+        training_dir = model_dir.with_name(model_dir.name + ".training")
+        training_dir.mkdir(parents=True, exist_ok=True)
+        detector.use_training_dir(training_dir)
         detector.fit(train, val, seed=seed, device=self.s.device)
         timings["fit_seconds"] += time.perf_counter() - t0
         info.update(fit="fitted", train_clips=len(train), val_clips=len(val),
@@ -258,6 +261,7 @@ class Runner:
         detector.save(staging)
         write_json(staging / "fit.json", info)
         staging.rename(model_dir)
+        shutil.rmtree(training_dir, ignore_errors=True)
         return detector, info
 
     def _clip_set(self, refs, detector: Detector, remove_audio: bool = False) -> ClipSet:
