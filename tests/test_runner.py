@@ -221,3 +221,35 @@ def test_localisation_is_measured_on_fake_clips_with_segments():
     rows = metric_rows(scores, [fold], {}, False, probabilities=True, seed=0, n_resamples=0)
     (loc,) = [r for r in rows if r["metric"] == "LOC_AUC"]
     assert loc["value"] == 0.75 and loc["n_localised"] == 2
+
+
+def test_runner_places_the_detector_and_gives_fit_a_training_dir(tiny_demo, tmp_path, monkeypatch):
+    """The runner moves the detector to --device before fit and score, and fit gets a folder for its
+    resumable training state, removed once the fitted detector is saved."""
+    import torch
+
+    seen = {}
+    original_fit = HandcraftedDetector.fit
+
+    def use_training_dir(self, directory):
+        seen["dir"] = directory
+
+    def fit(self, train, val, seed, device="cpu"):
+        seen["exists_during_fit"] = seen["dir"].is_dir()
+        seen["device"] = self.device
+        return original_fit(self, train, val, seed, device)
+
+    monkeypatch.setattr(HandcraftedDetector, "use_training_dir", use_training_dir, raising=False)
+    monkeypatch.setattr(HandcraftedDetector, "fit", fit)
+    Runner(settings(tmp_path, "handcrafted", root=tiny_demo)).run()
+    assert seen["exists_during_fit"] and seen["device"] == "cpu"
+    assert seen["dir"].parent == tmp_path / "runs/handcrafted/demo/seed0/models" and not seen["dir"].exists()
+
+    detector = RandomDetector()
+    detector.head = torch.nn.Linear(2, 1).double()
+    detector.heads = {"a": torch.nn.Linear(2, 1)}
+    moved = {}
+    for module in (detector.head, detector.heads["a"]):
+        monkeypatch.setattr(module, "to", lambda device, m=module: moved.setdefault(id(m), device))
+    assert detector.to("meta") is detector and detector.device == "meta"
+    assert sorted(moved.values()) == ["meta", "meta"]
