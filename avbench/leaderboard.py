@@ -12,6 +12,10 @@ only in case. Subsets: a published row with an empty subset is about the whole t
 matches our "all"; every other subset, "AVG" included, matches the subset of the same name. A
 published "AVG" and our "AVG" are both means over the subsets a table reports, which need not be
 the same subsets: the match says the numbers are comparable in kind, not that the columns agree.
+Two kinds of published subset are not subsets: a table-column note ("column A; fakes manipulated in
+both modalities where known") describes the whole test set as the paper built it, and matches "all";
+a training regime (REGIMES: "next-token prediction", ...) qualifies the method, so such a row is
+the method "NAME [regime]" on the whole test set, a name only a detector of that regime claims.
 When several published rows match, `published` is the first in file order (papers' main tables
 come before supplementary ones) and `published_source` names every match; a later source whose
 number differs shows it in parentheses.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from importlib.resources import files
 from pathlib import Path
@@ -115,23 +120,36 @@ def load_published(path=None) -> pd.DataFrame:
     return frame.assign(value=values.astype(float))
 
 
+#: Published "subsets" that name how a method was trained (seed 001, Tables 3 and 5).
+REGIMES = ("supervised", "next-token prediction", "audio-video synchronisation")
+
+
+def published_method_and_subset(method: str, subset: str) -> tuple[str, str]:
+    """The (method, subset) a published row stands for; see the module docstring."""
+    if not subset or re.match(r"column [A-Z];", subset):
+        return method, "all"
+    if subset in REGIMES:
+        return f"{method} [{subset}]", "all"
+    return method, subset
+
+
 def _published_lookup(published: pd.DataFrame) -> dict[tuple, list[tuple[int, str, float]]]:
-    """(method, train, test, subset, metric) -> [(file position, source, value in percent)]."""
+    """(method, subset, train, test, metric) -> [(file position, source, value in percent)]."""
     lookup: dict[tuple, list[tuple[int, str, float]]] = {}
     for position, row in enumerate(published.itertuples(index=False)):
         if row.metric in METRICS:
-            key = _match_key(row.method, row.train, row.test, row.subset or "all", row.metric)
+            key = _match_key(*published_method_and_subset(row.method, row.subset), row.train, row.test, row.metric)
             lookup.setdefault(key, []).append((position, f"{row.source} {row.table}", float(row.value)))
     return lookup
 
 
-def _match_key(method, train, test, subset, metric) -> tuple:
+def _match_key(method, subset, train, test, metric) -> tuple:
     return method.casefold(), train.casefold(), test.casefold(), subset.casefold(), metric
 
 
 def _published_for(cell: dict, names: set[str], lookup: dict) -> tuple[float, str]:
     matches = sorted(m for name in names
-                     for m in lookup.get(_match_key(name, cell["train"], cell["test_set"], cell["subset"],
+                     for m in lookup.get(_match_key(name, cell["subset"], cell["train"], cell["test_set"],
                                                     cell["metric"]), []))
     if not matches:
         return math.nan, ""

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from avbench.io import write_json
 from avbench.leaderboard import (COLUMNS, build_leaderboard, check_against_golden, load_published, load_records,
-                                 new_cells, read_golden, render, write_golden)
+                                 new_cells, published_method_and_subset, read_golden, render, write_golden)
 
 
 def record(seed, values, *, detector="avsync", protocol="demo", version=1, scored=98, total=100,
@@ -112,6 +112,19 @@ def test_published_numbers_match_by_method_train_test_subset_and_metric():
     assert math.isnan(by.loc[("all", "ACC"), "published"]) and by.loc[("all", "ACC"), "published_source"] == ""
     unnamed = build_leaderboard([record(0, {("all", "AUC"): 0.9}, published_as=())], published)
     assert math.isnan(unnamed["published"].iloc[0])
+
+
+def test_table_column_notes_mean_the_whole_test_set_and_regimes_qualify_the_method():
+    published = published_frame([
+        {"value": 99.8, "method": "M", "subset": "column A; fakes manipulated in both modalities where known"},
+        {"value": 80.5, "method": "M", "subset": "next-token prediction", "train": "real videos only"},
+        {"value": 70.0, "method": "M", "subset": "next-token prediction", "table": "Table 3"},
+    ])
+    by_name = {name: build_leaderboard([record(0, {("all", "AUC"): 0.9}, published_as=(name,))], published)
+               for name in ("M", "M [next-token prediction]")}
+    assert by_name["M"]["published"].iloc[0] == pytest.approx(0.998)
+    assert by_name["M [next-token prediction]"]["published"].iloc[0] == pytest.approx(0.70)
+    assert published_method_and_subset("M", "column J: mean out-of-domain") == ("M", "column J: mean out-of-domain")
 
 
 def test_packaged_published_numbers_load():

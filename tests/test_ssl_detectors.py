@@ -379,8 +379,8 @@ def test_published_names_follow_the_options(monkeypatch):
     assert zoo.probe_clip(pooling="mean", **w).published_as == ()
     assert zoo.probe_clip(batch_size=8, seed=3, **w).published_as == ("CLIP ViT-L/14",)
     assert zoo.probe_fusion(**w).published_as == ("AV-HuBERT (A+V)",)
-    assert zoo.ntp(**w).published_as == ("AV-HuBERT (A)",)
-    assert zoo.sync_anomaly(**w).published_as == ("AV-HuBERT (A+V)",)
+    assert zoo.ntp(**w).published_as == ("AV-HuBERT (A) [next-token prediction]",)  # Table 3's regime, not Table 2's probe
+    assert zoo.sync_anomaly(**w).published_as == ("AV-HuBERT (A+V) [audio-video synchronisation]",)
     assert zoo.sync_anomaly(lr=1e-3, **w).published_as == ()
     assert zoo.avhubert_align(**w).published_as == ("AV-HuBERT alignment (average pooling, shift 15)", "SpeechForensics")
     assert zoo.avhubert_align(pooling="p97", max_shift=0, **w).published_as == (

@@ -116,6 +116,7 @@ class NextTokenPrediction(AnomalyDetector):
 
     schedule = "cosine"
     min_frames = 2
+    paper_regime = "next-token prediction"
 
     def __init__(self, features: Sequence[str], d_model: int = 512, layers: int = 4, heads: int = 4, ffn: int = 1024,
                  dropout: float = 0.1, lr: float = 1e-3, batch_size: int = 32, max_epochs: int = 100,
@@ -204,6 +205,7 @@ class SyncAnomaly(AnomalyDetector):
     """
 
     schedule = "plateau"
+    paper_regime = "audio-video synchronisation"
 
     def __init__(self, features: Sequence[str], neighbourhood: int = 15, hidden: Sequence[int] = (512, 256, 128),
                  lr: float = 1e-5, batch_size: int = 8, max_epochs: int = 100, patience: int = 10,

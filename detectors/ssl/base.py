@@ -84,6 +84,8 @@ class FeatureDetector(Detector):
     #: Options that choose inputs or engineering, not the method: they never stop a detector from
     #: reproducing the paper's row (the features and random_init name the row instead).
     free_options: ClassVar[frozenset[str]] = frozenset({"features", "weights", "random_init", "tiny", "seed", "batch_size"})
+    #: How the paper trained the method when its tables qualify the row by it (avbench.leaderboard.REGIMES).
+    paper_regime: ClassVar[str | None] = None
 
     def __init__(self, features: Sequence[str], weights: dict[str, str] | str | None = None, layer: int | None = None,
                  random_init: bool = False, tiny: bool = False, seed: int = 0):
@@ -112,6 +114,8 @@ class FeatureDetector(Detector):
         if self.tiny or self.departs_from_defaults():
             return ()
         name = paper_name(self.features, self.random_init)
+        if name and self.paper_regime:
+            name = f"{name} [{self.paper_regime}]"
         return (name,) if name else ()
 
     def departs_from_defaults(self) -> bool:
