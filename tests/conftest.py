@@ -9,3 +9,15 @@ def tiny_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     generate_corpus(root, identities=5, real_per_identity=1, seconds=1.2, size=128)
     return root
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny tensors gain nothing from threads, and threads waiting on a small machine's busy cores slow
+    them tenfold: modules of tiny torch models use one intra-op thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -31,13 +31,7 @@ DATA = Path(__file__).parent / "data" / "avhubert"
 TINY = AVHubertConfig.tiny()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing a small, shared machine (30x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_model(seed: int = 0, **changes) -> AVHubert:

@@ -24,13 +24,7 @@ DATA = Path(__file__).parent / "data" / "havic"  # the parameter tables are copi
 TINY = HAVICConfig.tiny()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and threads waiting on busy cores slow them tenfold."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def table(name: str) -> dict[str, tuple[tuple[int, ...], str]]:
