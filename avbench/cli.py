@@ -20,6 +20,7 @@ from rich.table import Table
 
 from avbench import __version__, registry
 from avbench.detectors.avhubert.cli import app as avhubert_app
+from avbench.detectors.havic.cli import app as havic_app
 
 EXIT_ERROR, EXIT_REGRESSION = 1, 3
 
@@ -42,6 +43,7 @@ app.add_typer(detectors_app, name="detectors")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(protocols_app, name="protocols")
 app.add_typer(avhubert_app, name="avhubert")
+app.add_typer(havic_app, name="havic")
 
 
 class ListFormat(str, Enum):

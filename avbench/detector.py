@@ -84,6 +84,9 @@ class Detector:
     input_spec: InputSpec = InputSpec()
     #: Where the detector computes ("cpu", "cuda"); set by `to`, not an option, so checkpoints are device-free.
     device: str = "cpu"
+    #: Per-epoch records of the last `fit`, for a detector that trains by epochs (JSON-serialisable);
+    #: the runner keeps them in the fold's fit.json.
+    history: dict | list | None = None
     #: For window-level detectors: how window logits become the clip score (metrics.AGGREGATIONS).
     aggregation: str | None = None
 

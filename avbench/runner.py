@@ -256,6 +256,8 @@ class Runner:
         timings["fit_seconds"] += time.perf_counter() - t0
         info.update(fit="fitted", train_clips=len(train), val_clips=len(val),
                     train_failed=_reasons(train.failures), val_failed=_reasons(val.failures))
+        if detector.history:
+            info["history"] = detector.history
         staging = model_dir.with_name(model_dir.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         detector.save(staging)

@@ -354,7 +354,7 @@ def test_detector_declares_the_protocol():
 
 
 def test_score_is_sigmoid_of_mean_window_logit_and_batching_does_not_change_it():
-    detector = HAVICTinyDetector(device="cpu", batch_size=3)
+    detector = HAVICTinyDetector(batch_size=3)
     clips = [make_clip(20, seed=1), make_clip(9, seed=2), make_clip(14, audio=False, removed=True, seed=3)]
     scores = detector.score_batch(clips)
     for clip, score in zip(clips, scores):
@@ -365,7 +365,7 @@ def test_score_is_sigmoid_of_mean_window_logit_and_batching_does_not_change_it()
 
 
 def test_missing_audio_uses_the_visual_head_alone():
-    detector = HAVICTinyDetector(device="cpu")
+    detector = HAVICTinyDetector()
     clip = make_clip(12, audio=False, removed=True)
     video, _ = detector.windows(clip)
     with torch.inference_mode():
@@ -378,18 +378,18 @@ def test_missing_audio_uses_the_visual_head_alone():
 
 def test_short_clip_is_a_clip_error_unless_padding():
     with pytest.raises(ClipError, match="needs 8"):
-        HAVICTinyDetector(device="cpu").score(make_clip(6))
-    assert 0 < HAVICTinyDetector(device="cpu", pad_short=True).score(make_clip(6)) < 1
+        HAVICTinyDetector().score(make_clip(6))
+    assert 0 < HAVICTinyDetector(pad_short=True).score(make_clip(6)) < 1
 
 
 def test_save_and_load_reproduce_scores(tmp_path):
-    detector = HAVICTinyDetector(device="cpu", seed=7)
+    detector = HAVICTinyDetector(seed=7)
     clips = [make_clip(16, seed=4), make_clip(10, audio=False, removed=True, seed=5)]
     before = detector.score_batch(clips)
     restored = HAVICTinyDetector.load(detector.save(tmp_path / "saved"))
     assert restored.config() == detector.config()
     assert restored.score_batch(clips) == before
-    assert HAVICTinyDetector(device="cpu", seed=8).score_batch(clips) != before
+    assert HAVICTinyDetector(seed=8).score_batch(clips) != before
 
 
 def test_a_weights_file_works_as_checkpoint_and_option(tmp_path):
@@ -403,13 +403,13 @@ def test_a_weights_file_works_as_checkpoint_and_option(tmp_path):
     with torch.inference_mode():
         expected = model(audio, video.float() / 255)[:, 0].numpy()
     np.testing.assert_allclose(from_checkpoint.score_windows(clip), expected, rtol=1e-5)
-    assert HAVICTinyDetector(weights=str(path), device="cpu").score(clip) == from_checkpoint.score(clip)
+    assert HAVICTinyDetector(weights=str(path)).score(clip) == from_checkpoint.score(clip)
     other = tmp_path / "notes.txt"
     other.write_text("not weights")
     with pytest.raises(ValueError, match="not a havic_tiny checkpoint"):
         HAVICTinyDetector.load(other)
 
 
-def test_fit_is_not_available_yet():
-    with pytest.raises(NotImplementedError, match="weights"):
-        HAVICTinyDetector().fit(None, None, seed=0)
+def test_full_havic_refuses_to_fit_without_pretraining():
+    with pytest.raises(ValueError, match="pretrained=PATH"):
+        HAVICDetector().fit(None, None, seed=0)

@@ -13,6 +13,9 @@ by RetinaFace boxes scaled by 1.3; where the release drops a video with any face
 gives such a frame the nearest frame's face and fails a clip without any face (reason no_face); a clip
 shorter than one window (3.2 s), which the release drops, fails with reason `too_short`, or, with
 pad_short=True, is padded by repeating its last frame.
+
+`fit` trains the method (training.py): optionally pre-training on the real training clips, then
+fine-tuning with the HAA head and auxiliary heads, the model of the best validation epoch kept.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import torch
 from avbench.detector import Detector, InputSpec
 from avbench.metrics import aggregate_windows
 
-from .checkpoint import load_official, load_strict
-from .model import HAVIC, HAVICConfig
+from .checkpoint import init_from_audiomae, init_from_marlin, load_official, load_pretraining, load_strict, \
+    transfer_pretrained
+from .model import HAVIC, HAVICConfig, HAVICPretrain
 from .preprocess import clip_windows
 
 if TYPE_CHECKING:
@@ -39,9 +43,34 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
 
 class HAVICDetector(Detector):
-    """HAVIC (seed paper 000). Options: weights (path of the authors' fine-tuning checkpoint, or None for
-    a random initialisation from `seed`), weights_sha256, device ("auto": CUDA when available), batch_size
-    (windows per forward pass), pad_short (see the module docstring)."""
+    """HAVIC (seed paper 000): pre-trained audio and visual ViTs, holistic adaptive aggregation, three heads.
+
+    Options (keyword arguments; a training option left None takes the variant's value from
+    `training_defaults`, and the value used is what `config()` records):
+
+    - weights, weights_sha256: the authors' fine-tuning checkpoint (or one in their format). Scored as
+      is; `fit` fine-tunes further from it. Without weights the network starts randomly from `seed`.
+    - pretrained, pretrained_sha256: a pre-training checkpoint in the authors' format (theirs, or the
+      pretrain.safetensors of `avbench havic pretrain`); `fit` fine-tunes from its encoders and
+      interaction module (checkpoint.transfer_pretrained).
+    - pretrain_epochs: pre-train on the real training clips first, for this many epochs (continuing
+      from `pretrained` if given; 0 by default with weights or pretrained); pretrain_batch_size,
+      pretrain_lr, warmup_epochs: its batch size, AdamW learning rate and warm-up.
+    - init_audiomae, init_marlin: AudioMAE and MARLIN checkpoints that initialise the encoders (and
+      MARLIN's decoder) of a model trained from scratch, as the paper's pre-training does.
+    - from_scratch: allow the full model to fine-tune from a random initialisation (not the method;
+      refused otherwise).
+    - epochs, train_batch_size, lr, head_lr, restart_epochs: fine-tuning: epochs, clips per step, the
+      learning rates of the pre-trained parts and of the new modules, warm-restart period in epochs.
+    - spec_freq_mask, spec_time_mask: SpecAugment on the training fbank (bins of 128 mel, of the
+      window's fbank frames); 0 turns a mask off.
+    - batch_size: windows per forward pass when scoring. pad_short: see the module docstring.
+    - seed: initialisation of a network not loaded from weights.
+
+    Where the detector computes is set by `to(device)` (the runner does it), not by an option.
+    `use_training_dir(dir)` makes `fit` resumable: pre-training and fine-tuning keep their state in
+    dir/pretrain and dir/finetune after every epoch, and a fit started again goes on from there.
+    """
 
     name: ClassVar[str] = "havic"
     modalities: ClassVar[tuple[str, ...]] = ("audio", "video")
@@ -51,22 +80,65 @@ class HAVICDetector(Detector):
     scores_are_probabilities: ClassVar[bool] = True
     aggregation = "mean_logit"
     input_spec = InputSpec(fps=5.0, audio=True, face_size=224, max_seconds=10.0, audio_optional=True)
+    #: The paper's settings (supplement B and the authors' release).
+    training_defaults: ClassVar[dict] = {
+        "pretrain_epochs": 0, "pretrain_batch_size": 112, "pretrain_lr": 1.5e-4, "warmup_epochs": 20.0,
+        "epochs": 50, "train_batch_size": 32, "lr": 1e-5, "head_lr": 1e-4, "restart_epochs": 10,
+        "spec_freq_mask": 20, "spec_time_mask": 100,
+    }
+    #: Fine-tuning must start from pre-trained weights unless from_scratch (the full model only).
+    needs_pretraining: ClassVar[bool] = True
 
     @classmethod
     def model_config(cls) -> HAVICConfig:
         return HAVICConfig.base()
 
-    def __init__(self, weights: str | None = None, weights_sha256: str | None = None, device: str = "auto",
-                 batch_size: int = 8, pad_short: bool = False, seed: int = 0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, weights: str | None = None, weights_sha256: str | None = None, pretrained: str | None = None,
+                 pretrained_sha256: str | None = None, pretrain_epochs: int | None = None,
+                 pretrain_batch_size: int | None = None, pretrain_lr: float | None = None,
+                 warmup_epochs: float | None = None, init_audiomae: str | None = None, init_marlin: str | None = None,
+                 from_scratch: bool = False, epochs: int | None = None, train_batch_size: int | None = None,
+                 lr: float | None = None, head_lr: float | None = None, restart_epochs: int | None = None,
+                 spec_freq_mask: int | None = None, spec_time_mask: int | None = None, batch_size: int = 8,
+                 pad_short: bool = False, seed: int = 0):
+        given = {"pretrain_epochs": pretrain_epochs, "pretrain_batch_size": pretrain_batch_size,
+                 "pretrain_lr": pretrain_lr, "warmup_epochs": warmup_epochs, "epochs": epochs,
+                 "train_batch_size": train_batch_size, "lr": lr, "head_lr": head_lr, "restart_epochs": restart_epochs,
+                 "spec_freq_mask": spec_freq_mask, "spec_time_mask": spec_time_mask}
+        if pretrain_epochs is None and (weights is not None or pretrained is not None):
+            given["pretrain_epochs"] = 0  # a model loaded from a checkpoint is pre-trained further only when asked
+        for key, value in given.items():
+            setattr(self, key, self.training_defaults[key] if value is None else value)
         self.weights = None if weights is None else str(weights)
         self.weights_sha256 = weights_sha256
-        self.device = device
+        self.pretrained = None if pretrained is None else str(pretrained)
+        self.pretrained_sha256 = pretrained_sha256
+        self.init_audiomae = None if init_audiomae is None else str(init_audiomae)
+        self.init_marlin = None if init_marlin is None else str(init_marlin)
+        self.from_scratch = bool(from_scratch)
         self.batch_size = batch_size
         self.pad_short = pad_short
         self.seed = seed
+        self._check_options()
         self._model: HAVIC | None = None
+        self._training_dir: Path | None = None
+        #: Per-epoch records of the last `fit` (pre-training and fine-tuning).
+        self.history: dict[str, list[dict]] = {}
+
+    def _check_options(self) -> None:
+        problems = [f"{key} must be >= {low}, got {getattr(self, key)}" for key, low in (
+            ("batch_size", 1), ("pretrain_epochs", 0), ("pretrain_batch_size", 1), ("warmup_epochs", 0),
+            ("epochs", 1), ("train_batch_size", 1), ("restart_epochs", 1), ("spec_freq_mask", 0),
+            ("spec_time_mask", 0)) if getattr(self, key) < low]
+        problems += [f"{key} must be > 0, got {getattr(self, key)}" for key in ("pretrain_lr", "lr", "head_lr")
+                     if not getattr(self, key) > 0]
+        if self.weights is not None and (self.pretrained is not None or self.pretrain_epochs > 0):
+            problems.append("weights is a fine-tuned model: pretrained and pretrain_epochs do not apply to it")
+        if (self.init_audiomae or self.init_marlin) and (self.weights or self.pretrained):
+            problems.append("init_audiomae and init_marlin initialise a model trained from scratch, "
+                            "not one loaded from weights or pretrained")
+        if problems:
+            raise ValueError(f"{self.name}: " + "; ".join(problems))
 
     # -- the network ------------------------------------------------------------------------------
     @property
@@ -91,6 +163,15 @@ class HAVICDetector(Detector):
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+    def to(self, device: str) -> "HAVICDetector":
+        self.device = str(device)
+        if self._model is not None:
+            self._model.to(self.torch_device)
+        return self
+
+    def use_training_dir(self, directory: Path) -> None:
+        self._training_dir = Path(directory)
 
     # -- scoring ----------------------------------------------------------------------------------
     def windows(self, clip: "Clip") -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -134,9 +215,77 @@ class HAVICDetector(Detector):
         return [_sigmoid(aggregate_windows(x, self.aggregation)) for x in logits]
 
     # -- learning and state -----------------------------------------------------------------------
-    def fit(self, train: "ClipSet", val: "ClipSet", seed: int, device: str = "cpu") -> "HAVICDetector":
-        raise NotImplementedError("HAVIC pre-training and fine-tuning are not implemented yet; score with the "
-                                  "authors' weights: --checkpoint PATH or --option weights=PATH")
+    def fit(self, train: "ClipSet", val: "ClipSet", seed: int, device: str | None = None) -> "HAVICDetector":
+        """Pre-train on the real training clips if asked (pretrain_epochs), then fine-tune, selecting the
+        epoch on `val` only (a seeded hold-out of `train` when `val` is empty). `device` moves the
+        detector first, as `to` does."""
+        from . import training
+
+        if device is not None:
+            self.to(device)
+        self.check_can_fit()
+        cfg, dev = self.model_config(), str(self.torch_device)
+        store = training.ClipStore(train, cfg, pad_short=self.pad_short)
+        directory = self._training_dir
+        pretrained = self._pretraining_model()
+        self.history = {}
+        if self.pretrain_epochs > 0:
+            self.history["pretrain"] = training.pretrain(
+                pretrained, store, seed=seed, device=dev, epochs=self.pretrain_epochs,
+                batch_size=self.pretrain_batch_size, lr=self.pretrain_lr, warmup_epochs=self.warmup_epochs,
+                pad_short=self.pad_short, directory=None if directory is None else directory / "pretrain")
+        model = self._finetuning_model(pretrained)
+        del pretrained
+        self.history["finetune"] = training.finetune(
+            model, store, val, seed=seed, device=dev, epochs=self.epochs, batch_size=self.train_batch_size,
+            lr=self.lr, head_lr=self.head_lr, restart_epochs=self.restart_epochs, spec_freq_mask=self.spec_freq_mask,
+            spec_time_mask=self.spec_time_mask, eval_batch_size=self.batch_size, pad_short=self.pad_short,
+            directory=None if directory is None else directory / "finetune")
+        self._place(model)
+        return self
+
+    def check_can_fit(self) -> None:
+        """Refuse to fine-tune the full model from a random initialisation unless from_scratch."""
+        if (self.needs_pretraining and not self.from_scratch and self.weights is None and self.pretrained is None
+                and self.pretrain_epochs == 0):
+            raise ValueError(
+                f"{self.name} fine-tunes a pre-trained model, and none was given. Pass -o pretrained=PATH (the authors' "
+                f"pre-training checkpoint, or DIR/pretrain.safetensors from `avbench havic pretrain`), -o weights=PATH "
+                f"(fine-tune further from a fine-tuned checkpoint) or -o pretrain_epochs=N (pre-train on the real "
+                f"training clips first). Fine-tuning a randomly initialised ViT-B is not the method; "
+                f"-o from_scratch=true does it anyway.")
+
+    def _pretraining_model(self) -> HAVICPretrain | None:
+        """The model pre-training starts from (or None when there is none): `pretrained`, or a seeded random
+        one initialised from AudioMAE / MARLIN when pretrain_epochs > 0."""
+        cfg = self.model_config()
+        if self.pretrained is not None:
+            return load_pretraining(self.pretrained, sha256=self.pretrained_sha256, config=cfg)
+        if self.weights is not None or self.pretrain_epochs == 0:
+            return None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = HAVICPretrain(cfg)
+        self._initialise(model)
+        return model
+
+    def _finetuning_model(self, pretrained: HAVICPretrain | None) -> HAVIC:
+        """The model fine-tuning starts from: the `weights`, or a seeded random one given the encoders and
+        interaction module of `pretrained` (or, with no pre-training, AudioMAE / MARLIN encoders)."""
+        if self.weights is not None:
+            return self._build(load_weights=True)
+        model = self._build(load_weights=False)
+        if pretrained is not None:
+            transfer_pretrained(pretrained.cpu(), model)
+        else:
+            self._initialise(model)
+        return model
+
+    def _initialise(self, model: HAVIC | HAVICPretrain) -> None:
+        if self.init_audiomae is not None:
+            init_from_audiomae(model, self.init_audiomae)
+        if self.init_marlin is not None:
+            init_from_marlin(model, self.init_marlin)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: v.detach().float().cpu().numpy() for k, v in self.model.state_dict().items()}
@@ -167,6 +316,14 @@ class HAVICTinyDetector(HAVICDetector):
     published_as: ClassVar[tuple[str, ...]] = ()
     input_spec = InputSpec(fps=5.0, audio=True, face_size=HAVICConfig.tiny().image_size, max_seconds=10.0,
                            audio_optional=True)
+    #: A few epochs at learning rates a small random network learns with; the time mask scaled from
+    #: 100 of 1024 fbank frames to 6 of the tiny window's 64 (the 128 mel bins are the base's).
+    training_defaults: ClassVar[dict] = {
+        "pretrain_epochs": 1, "pretrain_batch_size": 8, "pretrain_lr": 1e-3, "warmup_epochs": 0.0,
+        "epochs": 5, "train_batch_size": 8, "lr": 1e-3, "head_lr": 1e-3, "restart_epochs": 10,
+        "spec_freq_mask": 20, "spec_time_mask": 6,
+    }
+    needs_pretraining: ClassVar[bool] = False
 
     @classmethod
     def model_config(cls) -> HAVICConfig:

@@ -266,11 +266,11 @@ class ClipStore:
         """Window w of clip i: video (3, n_frames, S, S) uint8 and fbank (audio_frames, mel_bins)."""
         faces, audio = self.arrays(i)
         start, (a, b) = self.entries[i].plan[w]
-        frames = torch.from_numpy(np.require(faces, np.uint8, ["C", "W"]))
-        if len(frames) < self.cfg.n_frames:  # pad_short: the last frame repeated, all the audio
-            frames = torch.cat([frames, frames[-1:].expand(self.cfg.n_frames - len(frames), -1, -1, -1)])
-        video = frames[start:start + self.cfg.n_frames].permute(3, 0, 1, 2)
-        return video, renormalise(window_fbank(audio[a:b], self.cfg), fbank_norm)
+        n = self.cfg.n_frames
+        if len(faces) < n:  # pad_short: the last frame repeated, all the audio
+            faces = np.concatenate([faces, np.repeat(faces[-1:], n - len(faces), axis=0)])
+        frames = torch.from_numpy(np.array(faces[start:start + n], dtype=np.uint8))  # a copy of this window only
+        return frames.permute(3, 0, 1, 2), renormalise(window_fbank(audio[a:b], self.cfg), fbank_norm)
 
     def all_windows(self, i: int) -> tuple[Tensor, Tensor]:
         """Every window of clip i as inference cuts them: (W, 3, n_frames, S, S) uint8, (W, frames, mel)."""
@@ -329,10 +329,26 @@ class _Resumable:
                              f"{', '.join(changed)}): remove it, or train in another directory")
         return state
 
-    def save(self, state: dict) -> None:
+    def resume(self, model: torch.nn.Module, optimiser, scheduler, generator: torch.Generator,
+               device: torch.device) -> dict | None:
+        """Restore model, optimiser, scheduler and random states from last.pt; the saved dict (history,
+        best ...) or None when there is nothing to resume."""
+        saved = self.load()
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimiser.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            _set_rng_state(saved["rng"], generator, device)
+            log.info("%s resumes after epoch %d (%s)", self.key["kind"], len(saved["history"]), self.path)
+        return saved
+
+    def save(self, model: torch.nn.Module, optimiser, scheduler, generator: torch.Generator, device: torch.device,
+             **extra) -> None:
+        """Everything `resume` needs after an epoch, plus `extra` (history, best ...)."""
         if self.path is not None:
             with atomic_write(self.path, "wb") as fh:
-                torch.save({"key": self.key, **state}, fh)
+                torch.save({"key": self.key, "model": _cpu_state(model), "optimizer": optimiser.state_dict(),
+                            "scheduler": scheduler.state_dict(), "rng": _rng_state(generator, device), **extra}, fh)
 
 
 def _clip_ids(store: ClipStore, indices: Sequence[int]) -> str:
@@ -433,14 +449,9 @@ def pretrain(model: HAVICPretrain, clips: "ClipSet | ClipStore", *, seed: int = 
     history: list[dict] = []
     with _SeededRng(seed, dev):
         generator = torch.Generator().manual_seed(seed)
-        saved = run.load()
+        saved = run.resume(model, optimiser, scheduler, generator, dev)
         if saved is not None:
-            model.load_state_dict(saved["model"])
-            optimiser.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
             history = list(saved["history"])
-            _set_rng_state(saved["rng"], generator, dev)
-            log.info("pre-training resumes after epoch %d of %d (%s)", saved["epoch"], epochs, run.path)
         for epoch in range(len(history), epochs):
             t0 = time.perf_counter()
             model.train()
@@ -470,9 +481,7 @@ def pretrain(model: HAVICPretrain, clips: "ClipSet | ClipStore", *, seed: int = 
                       **{k: sums[k] / len(usable) for k in ("rec", "cl", "cross", "lr")},
                       "clips": len(usable), "seconds": round(time.perf_counter() - t0, 3)}
             history.append(record)
-            run.save({"model": _cpu_state(model), "optimizer": optimiser.state_dict(),
-                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-                      "rng": _rng_state(generator, dev)})
+            run.save(model, optimiser, scheduler, generator, dev, history=history)
             log.info("pre-training epoch %d/%d: loss %.4f (rec %.4f, cl %.4f, cross %.4f)", epoch + 1, epochs,
                      record["loss"], record["rec"], record["cl"], record["cross"])
             if on_epoch is not None:
@@ -596,14 +605,9 @@ def finetune(model: HAVIC, train: "ClipSet | ClipStore", val: "ClipSet | ClipSto
     best: dict | None = None
     with _SeededRng(seed, dev):
         generator = torch.Generator().manual_seed(seed)
-        saved = run.load()
+        saved = run.resume(model, optimiser, scheduler, generator, dev)
         if saved is not None:
-            model.load_state_dict(saved["model"])
-            optimiser.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
             history, best = list(saved["history"]), saved["best"]
-            _set_rng_state(saved["rng"], generator, dev)
-            log.info("fine-tuning resumes after epoch %d of %d (%s)", saved["epoch"], epochs, run.path)
         for epoch in range(len(history), epochs):
             t0 = time.perf_counter()
             model.train()
@@ -640,9 +644,7 @@ def finetune(model: HAVIC, train: "ClipSet | ClipStore", val: "ClipSet | ClipSto
                       "val_auc": result["auc"], "val_loss": result["loss"], "best": improved,
                       "clips": len(refs), "val_clips": len(val_idx), "seconds": round(time.perf_counter() - t0, 3)}
             history.append(record)
-            run.save({"model": _cpu_state(model), "optimizer": optimiser.state_dict(),
-                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history, "best": best,
-                      "rng": _rng_state(generator, dev)})
+            run.save(model, optimiser, scheduler, generator, dev, history=history, best=best)
             log.info("fine-tuning epoch %d/%d: loss %.4f, validation AUC %s, loss %s%s", epoch + 1, epochs,
                      record["loss"], _num(result["auc"]), _num(result["loss"]), " (best so far)" if improved else "")
             if on_epoch is not None:

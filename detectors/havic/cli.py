@@ -1,0 +1,186 @@
+"""`avbench havic ...`: HAVIC's pre-training from the command line (torch is imported inside the command).
+
+Fine-tuning needs no command of its own: it is the `fit` of the `havic` detector, run by `avbench run`
+under a protocol (model selection on the protocol's validation clips, scores on its test clips).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+#: The paper's pre-training length (supplement B); the tiny model's default is its detector's.
+PAPER_PRETRAIN_EPOCHS = 200
+
+app = typer.Typer(
+    help="HAVIC: pre-train on real videos here, then fine-tune and score with `avbench run --detector havic "
+         "-o pretrained=OUT/pretrain.safetensors`.",
+    no_args_is_help=True, rich_markup_mode="markdown", pretty_exceptions_enable=False)
+
+
+@app.callback()
+def main() -> None:
+    """HAVIC: pre-train on real videos here, then fine-tune and score with `avbench run --detector havic
+    -o pretrained=OUT/pretrain.safetensors`."""
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+class _IndexSplits:
+    """Stands in for a protocol in `runner.load_indexes` when the indexes' own split column is used."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+
+    def datasets(self) -> list[str]:
+        return list(self.names)
+
+    def assign_splits(self, index):
+        return index
+
+
+@app.command()
+def pretrain(
+    data_root: Annotated[list[str], typer.Option(
+        help="DATASET=DIR (the dataset's folder) or DATASET=INDEX.parquet (from `avbench datasets index`), as "
+             "`avbench run` takes them; repeat for several datasets.")],
+    out: Annotated[Path, typer.Option(
+        help="Output folder: pretrain.safetensors, history.json, and last.pt to resume from.")],
+    tiny: Annotated[bool, typer.Option(help="The tiny configuration (32 px faces, 8-frame windows) instead of ViT-B.")] = False,
+    split: Annotated[str, typer.Option(help="Which split's real clips to pre-train on; `all` for every real clip.")] = "train",
+    protocol: Annotated[Optional[str], typer.Option(
+        help="Assign splits as this protocol does (e.g. `demo`) instead of the indexes' split column.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs [default: 200 as the paper; tiny: 1].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Clips per step [default: 112; tiny: 8].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate [default: 1.5e-4; tiny: 1e-3].")] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option(
+        min=0, help="Linear warm-up, in epochs (fractions allowed) [default: 20; tiny: 0].")] = None,
+    init_audiomae: Annotated[Optional[Path], typer.Option(help="AudioMAE checkpoint for the audio encoder.")] = None,
+    init_marlin: Annotated[Optional[Path], typer.Option(help="MARLIN checkpoint for the visual encoder and decoder.")] = None,
+    device: Annotated[Device, typer.Option(help="Where to train (bf16 mixed precision on cuda).")] = Device.cpu,
+    seed: Annotated[int, typer.Option(help="Initialisation, clip order, windows and masks.")] = 0,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Decoded-media cache [default: $AVBENCH_CACHE_DIR or ~/.cache/avbench].")] = None,
+    detect_every: Annotated[int, typer.Option(min=1, help="Run the face detector on every k-th frame only.")] = 1,
+):
+    """Pre-train HAVIC (hierarchical reconstruction, fine-grained contrastive and cross-modal semantic
+    losses) on the **real** clips of a dataset split, as the paper does on LRS2.
+
+    Writes OUT/pretrain.safetensors in the authors' parameter names, so it loads wherever their
+    pre-training checkpoint does. Fine-tune and test it with the harness, for example:
+
+        avbench run --detector havic --protocol fakeavceleb_intra --data-root fakeavceleb=DIR -o pretrained=OUT/pretrain.safetensors
+
+    (`--detector havic_tiny` for a checkpoint made with --tiny). An interrupted pre-training goes on
+    from OUT/last.pt when the same command is run again; a finished one is not redone.
+    """
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from safetensors.torch import save as safetensors_bytes
+
+    from avbench import protocol as protocols
+    from avbench.cache import MediaCache
+    from avbench.io import atomic_write, write_json
+    from avbench.loader import ClipSet, MediaLoader
+    from avbench.runner import RunError, load_indexes
+
+    from . import training
+    from .checkpoint import CheckpointError, init_from_audiomae, init_from_marlin
+    from .detector import HAVICDetector, HAVICTinyDetector
+    from .model import HAVICPretrain
+
+    console = Console(stderr=True)
+    roots = {}
+    for item in data_root:
+        name, sep, source = item.partition("=")
+        if not sep or not name.strip() or not source.strip():
+            raise _fail(f"--data-root takes DATASET=DIR or DATASET=INDEX.parquet, got '{item}'", 2)
+        roots[name.strip()] = Path(source.strip()).expanduser()
+    if device is Device.cuda and not torch.cuda.is_available():
+        raise _fail("--device cuda: no CUDA GPU is visible to PyTorch on this machine; use --device cpu")
+    detector = HAVICTinyDetector if tiny else HAVICDetector
+    defaults = detector.training_defaults
+    epochs = epochs or (defaults["pretrain_epochs"] if tiny else PAPER_PRETRAIN_EPOCHS)
+    cfg = detector.model_config()
+    try:
+        proto = protocols.get(protocol) if protocol else _IndexSplits(sorted(roots))
+        if protocol and set(proto.datasets()) - set(roots):
+            raise ValueError(f"protocol '{protocol}' uses {proto.datasets()}: give --data-root for each")
+        indexes, _ = load_indexes(proto, roots)
+    except (KeyError, ValueError) as exc:
+        raise _fail(str(exc).strip("'\""), 2)
+    except (RunError, FileNotFoundError) as exc:
+        raise _fail(str(exc))
+    refs = [ref for name in sorted(indexes) for ref in indexes[name].refs()
+            if ref.label == 0 and (split == "all" or ref.split == split)]
+    if not refs:
+        found = {name: sorted({str(s) for s in index.frame["split"].fillna("").unique()}) for name, index in indexes.items()}
+        raise _fail(f"no real clips in split '{split}' (splits found: {found}); choose --split (or `all`), "
+                    f"or --protocol to assign splits")
+    clips = ClipSet(refs, MediaLoader(MediaCache(cache_dir), detect_every=detect_every), detector.input_spec)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = HAVICPretrain(cfg)
+        if init_audiomae is not None:
+            init_from_audiomae(model, init_audiomae)
+        if init_marlin is not None:
+            init_from_marlin(model, init_marlin)
+    except (FileNotFoundError, CheckpointError) as exc:
+        raise _fail(str(exc))
+    console.print(f"pre-training HAVIC{' tiny' if tiny else ''} on {len(refs)} real clips ({split}) for {epochs} "
+                  f"epochs on {device.value}; state in {out}")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console)
+    task = progress.add_task("epoch 1", total=None)
+
+    def on_step(epoch: int, step: int, steps: int) -> None:
+        progress.update(task, description=f"epoch {epoch}/{epochs}", completed=step, total=steps)
+
+    trained_now = []
+
+    def on_epoch(r: dict) -> None:
+        trained_now.append(r["epoch"])
+        progress.console.print(f"epoch {r['epoch']}/{epochs}: loss {r['loss']:.4f} (rec {r['rec']:.4f}, "
+                               f"cl {r['cl']:.4f}, cross {r['cross']:.4f}), lr {r['lr']:.3g}, {r['seconds']:.1f} s")
+
+    try:
+        with progress:
+            history = training.pretrain(
+                model, clips, seed=seed, device=device.value, epochs=epochs,
+                batch_size=batch_size or defaults["pretrain_batch_size"], lr=lr or defaults["pretrain_lr"],
+                warmup_epochs=defaults["warmup_epochs"] if warmup_epochs is None else warmup_epochs,
+                directory=out, on_step=on_step, on_epoch=on_epoch)
+    except ValueError as exc:
+        raise _fail(str(exc))
+    if not trained_now:
+        console.print(f"{out / training.LAST} holds all {epochs} epochs already: nothing to train")
+    if clips.failures:
+        reasons: dict[str, int] = {}
+        for err in clips.failures.values():
+            reasons[err.reason] = reasons.get(err.reason, 0) + 1
+        console.print(f"[yellow]{len(clips.failures)} of {len(refs)} clips could not be used:[/] {reasons} "
+                      f"(listed in {out / 'history.json'})")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = out / "pretrain.safetensors"
+    with atomic_write(weights, "wb") as fh:
+        fh.write(safetensors_bytes(state, metadata={"model": "HAVICPretrain", "tiny": str(tiny).lower(),
+                                                    "epochs": str(epochs), "seed": str(seed)}))
+    write_json(out / "history.json", {"config": cfg.as_dict(), "epochs": epochs, "clips": len(refs), "history": history,
+                                      "failed": {cid: f"{e.reason}: {e.message}" for cid, e in clips.failures.items()}})
+    typer.echo(f"wrote {weights}; fine-tune it with: avbench run --detector {detector.name} --protocol PROTOCOL "
+               f"--data-root DATASET=DIR -o pretrained={weights}")
