@@ -247,12 +247,19 @@ def render(df: pd.DataFrame, fmt: str):
         notes = "".join(f"\n[{i}] {source}" for i, source in enumerate(sources, 1))
         return markdown_table(headers, lines, numeric) + ("\nPublished numbers in brackets, from:" + notes + "\n"
                                                            if sources else "")
-    table = Table(title="avbench leaderboard (percent; published in brackets)",
+    # a terminal is narrow: a key column with one value for every row moves into the title
+    constant = [j for j in range(len(_GROUP)) if len({line[j] for line in lines}) == 1 and len(lines) > 1]
+    shared = " · ".join(f"{headers[j]} {lines[0][j]}" for j in constant)
+    keep = [j for j in range(len(headers)) if j not in constant]
+    table = Table(title="avbench leaderboard (percent; published in brackets)" + (f"\n{shared}" if shared else ""),
                   caption="\n".join(f"[{i}] {s}" for i, s in enumerate(sources, 1)) or None, caption_justify="left")
-    for h in headers:
-        table.add_column(h, justify="right" if h in numeric else "left", no_wrap=h in numeric)
+    for j in keep:
+        h = headers[j]
+        widest = max([len(h)] + [len(line[j]) for line in lines])
+        table.add_column(h, justify="right" if h in numeric else "left", no_wrap=h in numeric,
+                         min_width=None if h in numeric else min(widest, 16))
     for line in lines:
-        table.add_row(*line)
+        table.add_row(*(line[j] for j in keep))
     return table
 
 

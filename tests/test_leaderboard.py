@@ -196,3 +196,11 @@ def test_golden_nan_matches_only_nan():
     rows = json.loads(render(board, "json"))
     assert check_against_golden(board, rows, 0.02) == []
     assert len(check_against_golden(board, [{**rows[0], "mean": 0.5}], 0.02)) == 1
+
+
+def test_table_moves_key_columns_with_one_value_into_the_title():
+    board = build_leaderboard([record(0, {("all", "AUC"): 0.9, ("RVFA", "AUC"): 0.8})], published_frame([]))
+    table = render(board, "table")
+    assert "detector avsync · protocol demo" in table.title
+    assert [c.header for c in table.columns] == ["subset", "AUC", "seeds", "coverage"]
+    assert "| detector |" in render(board, "md")  # the formats tools read keep every column
