@@ -19,6 +19,7 @@ from avbench.detectors.havic.model import (
     HAVIC, Attention, HAVICConfig, HAVICPretrain, patchify_audio, patchify_video, segment_mask, tube_mask)
 from avbench.detectors.havic.preprocess import (
     FBANK_MEAN, FBANK_STD, audio_bounds, clip_windows, kaldi_fbank, window_fbank, window_starts)
+from avbench.io import sha256_file
 
 DATA = Path(__file__).parent / "data" / "havic"  # the parameter tables are copies of specs/havic_*_state_dict.tsv
 TINY = HAVICConfig.tiny()
@@ -205,7 +206,6 @@ def test_load_official_reproduces_the_saved_model(tmp_path):
 def test_safetensors_and_sha256(tmp_path):
     from safetensors.torch import save_file
 
-    from avbench.io import sha256_file
 
     model = tiny_model(HAVICPretrain)
     path = tmp_path / "pt.safetensors"
@@ -239,6 +239,19 @@ def test_pickled_objects_are_refused_unless_trusted(tmp_path):
     with pytest.raises(CheckpointError, match="trusted=True"):
         read_state_dict(path)
     assert "pool_a.weights" in read_state_dict(path, trusted=True)
+    with pytest.raises(CheckpointError, match="trusted_pickle"):
+        HAVICTinyDetector(weights=str(path)).model
+    assert HAVICTinyDetector(weights=str(path), trusted_pickle=True).model is not None
+
+
+def test_the_weights_used_are_recorded_by_hash(tmp_path):
+    """A run's config names the weights by content: another file at the same path is another run."""
+    path = saved(tmp_path, tiny_model(seed=1).state_dict())
+    first = HAVICTinyDetector(weights=str(path)).config()["weights_sha256"]
+    assert first == sha256_file(path)
+    saved(tmp_path, tiny_model(seed=2).state_dict())
+    assert HAVICTinyDetector(weights=str(path)).config()["weights_sha256"] not in (None, first)
+    assert HAVICTinyDetector(weights=str(tmp_path / "absent.pth")).weights_sha256 is None  # loading will say why
 
 
 def test_transfer_pretrained_copies_encoders_and_interaction():

@@ -44,8 +44,9 @@ def read_state_dict(path: Path | str, *, sha256: str | None = None, trusted: boo
         try:
             obj = torch.load(path, map_location="cpu", weights_only=not trusted)
         except pickle.UnpicklingError as exc:
-            raise CheckpointError(f"{path}: holds pickled objects other than tensors, refused without trusted=True "
-                                  f"(pass it only for a file from a source you trust): {exc}") from exc
+            raise CheckpointError(f"{path}: holds pickled objects other than tensors, which can run code when "
+                                  f"loaded; refused unless trusted (trusted=True here, -o trusted_pickle=true for "
+                                  f"avbench run; only for a file from a source you trust): {exc}") from exc
     while isinstance(obj, dict) and not _is_state_dict(obj):
         wrapper = next((k for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
         if wrapper is None:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from avbench.detector import Detector, InputSpec
+from avbench.io import sha256_file
 from avbench.metrics import aggregate_windows
 
 from .checkpoint import init_from_audiomae, init_from_marlin, load_official, load_pretraining, load_strict, \
@@ -52,7 +53,10 @@ class HAVICDetector(Detector):
       is; `fit` fine-tunes further from it. Without weights the network starts randomly from `seed`.
     - pretrained, pretrained_sha256: a pre-training checkpoint in the authors' format (theirs, or the
       pretrain.safetensors of `avbench havic pretrain`); `fit` fine-tunes from its encoders and
-      interaction module (checkpoint.transfer_pretrained).
+      interaction module (checkpoint.transfer_pretrained). A sha256 left unset is filled with the
+      file's, so the run records which weights it used and a saved detector verifies them on reload.
+    - trusted_pickle: load a .pth/.pt whose pickle holds more than tensors (e.g. training arguments);
+      refused by default, since unpickling such a file can run code. Safetensors never need it.
     - pretrain_epochs: pre-train on the real training clips first, for this many epochs (continuing
       from `pretrained` if given; 0 by default with weights or pretrained); pretrain_batch_size,
       pretrain_lr, warmup_epochs: its batch size, AdamW learning rate and warm-up.
@@ -100,7 +104,7 @@ class HAVICDetector(Detector):
                  from_scratch: bool = False, epochs: int | None = None, train_batch_size: int | None = None,
                  lr: float | None = None, head_lr: float | None = None, restart_epochs: int | None = None,
                  spec_freq_mask: int | None = None, spec_time_mask: int | None = None, batch_size: int = 8,
-                 pad_short: bool = False, seed: int = 0):
+                 pad_short: bool = False, trusted_pickle: bool = False, seed: int = 0):
         given = {"pretrain_epochs": pretrain_epochs, "pretrain_batch_size": pretrain_batch_size,
                  "pretrain_lr": pretrain_lr, "warmup_epochs": warmup_epochs, "epochs": epochs,
                  "train_batch_size": train_batch_size, "lr": lr, "head_lr": head_lr, "restart_epochs": restart_epochs,
@@ -110,9 +114,10 @@ class HAVICDetector(Detector):
         for key, value in given.items():
             setattr(self, key, self.training_defaults[key] if value is None else value)
         self.weights = None if weights is None else str(weights)
-        self.weights_sha256 = weights_sha256
+        self.weights_sha256 = weights_sha256 or _digest(self.weights)
         self.pretrained = None if pretrained is None else str(pretrained)
-        self.pretrained_sha256 = pretrained_sha256
+        self.pretrained_sha256 = pretrained_sha256 or _digest(self.pretrained)
+        self.trusted_pickle = bool(trusted_pickle)
         self.init_audiomae = None if init_audiomae is None else str(init_audiomae)
         self.init_marlin = None if init_marlin is None else str(init_marlin)
         self.from_scratch = bool(from_scratch)
@@ -150,7 +155,8 @@ class HAVICDetector(Detector):
 
     def _build(self, load_weights: bool) -> HAVIC:
         if load_weights and self.weights is not None:
-            return load_official(self.weights, sha256=self.weights_sha256, config=self.model_config())
+            return load_official(self.weights, sha256=self.weights_sha256, config=self.model_config(),
+                                 trusted=self.trusted_pickle)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             return HAVIC(self.model_config()).eval()
@@ -260,7 +266,8 @@ class HAVICDetector(Detector):
         one initialised from AudioMAE / MARLIN when pretrain_epochs > 0."""
         cfg = self.model_config()
         if self.pretrained is not None:
-            return load_pretraining(self.pretrained, sha256=self.pretrained_sha256, config=cfg)
+            return load_pretraining(self.pretrained, sha256=self.pretrained_sha256, config=cfg,
+                                    trusted=self.trusted_pickle)
         if self.weights is not None or self.pretrain_epochs == 0:
             return None
         with torch.random.fork_rng(devices=[]):
@@ -283,9 +290,9 @@ class HAVICDetector(Detector):
 
     def _initialise(self, model: HAVIC | HAVICPretrain) -> None:
         if self.init_audiomae is not None:
-            init_from_audiomae(model, self.init_audiomae)
+            init_from_audiomae(model, self.init_audiomae, trusted=self.trusted_pickle)
         if self.init_marlin is not None:
-            init_from_marlin(model, self.init_marlin)
+            init_from_marlin(model, self.init_marlin, trusted=self.trusted_pickle)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: v.detach().float().cpu().numpy() for k, v in self.model.state_dict().items()}
@@ -328,6 +335,21 @@ class HAVICTinyDetector(HAVICDetector):
     @classmethod
     def model_config(cls) -> HAVICConfig:
         return HAVICConfig.tiny()
+
+
+def _digest(path: str | None) -> str | None:
+    """sha256 of a weights file (None when there is no path or no file yet: loading says what is missing),
+    remembered by path, size and modification time, since a run builds its detector more than once."""
+    if path is None or not Path(path).is_file():
+        return None
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+_DIGESTS: dict[tuple, str] = {}
 
 
 def _sigmoid(x: float) -> float:
