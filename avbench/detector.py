@@ -100,6 +100,11 @@ class Detector:
             if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         }
 
+    def sources(self) -> dict:
+        """What the detector reads beyond its options, identified by content (e.g. its weights by
+        sha256); part of the run key and the record, so another file at the same path is another run."""
+        return {}
+
     # -- placement and working space ---------------------------------------------------------------
     def to(self, device: str) -> "Detector":
         """Compute on `device` from now on; the runner calls this after building or loading a detector.

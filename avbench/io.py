@@ -43,5 +43,18 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def sha256_file_cached(path: Path | str) -> str:
+    """sha256_file, remembered for the process by path, size and modification time: weights files are
+    large, and a run identifies them more than once."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        _FILE_DIGESTS[key] = sha256_file(path)
+    return _FILE_DIGESTS[key]
+
+
+_FILE_DIGESTS: dict[tuple, str] = {}
+
+
 def sha256_json(data) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

@@ -253,3 +253,13 @@ def test_runner_places_the_detector_and_gives_fit_a_training_dir(tiny_demo, tmp_
         monkeypatch.setattr(module, "to", lambda device, m=module: moved.setdefault(id(m), device))
     assert detector.to("meta") is detector and detector.device == "meta"
     assert sorted(moved.values()) == ["meta", "meta"]
+
+
+def test_the_files_a_detector_reads_are_part_of_the_run(tiny_demo, tmp_path, monkeypatch):
+    """Weights swapped at the same path make another run, never a 'finished' one skipped."""
+    monkeypatch.setattr(RandomDetector, "sources", lambda self: {"weights": "sha256-of-the-first-file"})
+    (outcome,) = Runner(settings(tmp_path, "random", root=tiny_demo)).run()
+    assert outcome.record["provenance"]["detector_sources"] == {"weights": "sha256-of-the-first-file"}
+    monkeypatch.setattr(RandomDetector, "sources", lambda self: {"weights": "sha256-of-another-file"})
+    with pytest.raises(RunError, match="detector_sources"):
+        Runner(settings(tmp_path, "random", root=tiny_demo)).run()

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from avbench.detector import Detector, InputSpec
-from avbench.io import sha256_file
+from avbench.io import sha256_file_cached
 from avbench.metrics import aggregate_windows
 
 from .checkpoint import init_from_audiomae, init_from_marlin, load_official, load_pretraining, load_strict, \
@@ -338,18 +338,8 @@ class HAVICTinyDetector(HAVICDetector):
 
 
 def _digest(path: str | None) -> str | None:
-    """sha256 of a weights file (None when there is no path or no file yet: loading says what is missing),
-    remembered by path, size and modification time, since a run builds its detector more than once."""
-    if path is None or not Path(path).is_file():
-        return None
-    stat = Path(path).stat()
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = sha256_file(path)
-    return _DIGESTS[key]
-
-
-_DIGESTS: dict[tuple, str] = {}
+    """sha256 of a weights file, or None when there is no path or no file yet (loading says what is missing)."""
+    return sha256_file_cached(path) if path is not None and Path(path).is_file() else None
 
 
 def _sigmoid(x: float) -> float:

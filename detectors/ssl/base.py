@@ -125,6 +125,10 @@ class FeatureDetector(Detector):
         return any(_plain(value) != _plain(defaults.get(key)) for key, value in self.config().items()
                    if key not in self.free_options)
 
+    def sources(self) -> dict:
+        """Each backbone as used (weights, layer, seed of a random one) and its fingerprint, which hashes the weights."""
+        return {b.name: {**b.describe(), "fingerprint": b.fingerprint()} for b in self.backbones}
+
     # -- features ------------------------------------------------------------------------------
     def use_loader(self, loader: "MediaLoader") -> None:
         self._sources = [FeatureSource(b, loader) for b in self.backbones]

@@ -19,7 +19,7 @@ import numpy as np
 
 from avbench.clips import Clip, ClipError, ClipRef
 from avbench.detector import InputSpec
-from avbench.io import atomic_write, sha256_file, sha256_json
+from avbench.io import atomic_write, sha256_file_cached, sha256_json
 
 if TYPE_CHECKING:
     import torch
@@ -111,9 +111,9 @@ def weights_digest(weights: str) -> str:
     """sha256 of a weights file, or of every file in a weights folder; a hub id is hashed by name."""
     path = Path(weights).expanduser()
     if path.is_file():
-        return sha256_file(path)
+        return sha256_file_cached(path)
     if path.is_dir():
-        return sha256_json({p.relative_to(path).as_posix(): sha256_file(p)
+        return sha256_json({p.relative_to(path).as_posix(): sha256_file_cached(p)
                             for p in sorted(path.rglob("*")) if p.is_file()})
     return sha256_json({"hub_id": weights})
 
