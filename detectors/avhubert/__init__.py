@@ -10,7 +10,7 @@ Importing this package does not import torch; the names below load their modules
 - `audio_features`, `mouth_features`, `FEATURE_RATE`: the model inputs (preprocess.py).
 """
 
-from importlib import import_module
+from avbench.lazy import lazy_exports
 
 _EXPORTS = {
     "AVHubert": "model", "AVHubertConfig": "model", "reinitialise": "model",
@@ -20,9 +20,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -8,9 +8,10 @@ Importing this package does not import torch; the names below load their modules
   (checkpoint.py, with `load_pretraining`, strict loading and AudioMAE / MARLIN initialisation).
 - `HAVIC`, `HAVICPretrain`, `HAVICConfig`: the networks and their geometry (model.py).
 - `kaldi_fbank`, `clip_windows`: the inputs (preprocess.py).
+- `pretrain`, `finetune`, `pretrain_losses`, `finetune_loss`: training (training.py; CLI: `avbench havic pretrain`).
 """
 
-from importlib import import_module
+from avbench.lazy import lazy_exports
 
 _EXPORTS = {
     "HAVICDetector": "detector", "HAVICTinyDetector": "detector",
@@ -20,12 +21,8 @@ _EXPORTS = {
     "HAVIC": "model", "HAVICPretrain": "model", "HAVICConfig": "model", "HAVICLogits": "model",
     "PretrainOutput": "model",
     "kaldi_fbank": "preprocess", "clip_windows": "preprocess", "window_fbank": "preprocess",
+    "pretrain": "training", "finetune": "training", "pretrain_losses": "training", "finetune_loss": "training",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

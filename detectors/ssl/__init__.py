@@ -11,16 +11,11 @@
 The names below load on first use, so importing the package (or features.py) does not import torch.
 """
 
-import importlib
+from avbench.lazy import lazy_exports
 
 _EXPORTS = {
     "FeatureDetector": "base", "LinearProbe": "probe", "NextTokenPrediction": "anomaly", "SyncAnomaly": "anomaly",
     "AVHuBERTAlignment": "alignment", "VARIANTS": "zoo", "DETECTORS": "zoo",
 }
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
