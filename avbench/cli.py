@@ -19,13 +19,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from avbench import __version__, registry
+from avbench.cli_support import EXIT_ERROR, EXIT_REGRESSION, Device, err_console, fail, pairs, require_device
 from avbench.detectors.avhubert.cli import app as avhubert_app
 from avbench.detectors.havic.cli import app as havic_app
 
-EXIT_ERROR, EXIT_REGRESSION = 1, 3
-
 console = Console()
-err_console = Console(stderr=True)
 
 app = typer.Typer(
     name="avbench",
@@ -53,16 +51,6 @@ class ListFormat(str, Enum):
     md = "md"
 
 
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
-
-
 def _version(value: bool):
     if value:
         console.print(f"avbench {__version__}")
@@ -77,16 +65,6 @@ def main(
 ):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err_console, show_path=False)])
-
-
-def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
-    pairs = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise fail(f"{what} takes KEY=VALUE, got '{item}'", 2)
-        pairs[key.strip()] = value.strip()
-    return pairs
 
 
 def _literal(value: str):
@@ -263,7 +241,7 @@ def protocols_show(
 
     try:
         proto = _configured_protocol(name, dataset, None, param)
-        indexes, display = load_indexes(proto, {k: Path(v).expanduser() for k, v in _pairs(data_root, "--data-root").items()})
+        indexes, display = load_indexes(proto, {k: Path(v).expanduser() for k, v in pairs(data_root, "--data-root").items()})
     except (KeyError, ValueError) as exc:
         raise fail(str(exc).strip("'\""), 2)
     except (RunError, FileNotFoundError) as exc:
@@ -280,7 +258,7 @@ def _configured_protocol(name: str, dataset: str | None, test_sets: str | None, 
     from avbench import protocol as protocols
 
     proto = protocols.get(name)
-    overrides = {k: _literal(v) for k, v in _pairs(param, "--param").items()}
+    overrides = {k: _literal(v) for k, v in pairs(param, "--param").items()}
     if dataset:
         overrides["train" if proto.kind == "cross_dataset" else "dataset"] = dataset
     if test_sets:
@@ -328,12 +306,11 @@ def run(
         registry.detectors.entry(detector)
     except (KeyError, ValueError) as exc:
         raise fail(str(exc).strip("'\""), 2)
-    if device is Device.cuda:
-        _require_cuda()
+    require_device(device)
     settings = RunSettings(
         detector=detector, protocol=proto, seeds=seed_list, runs_dir=runs_dir, device=device.value,
-        data_roots={k: Path(v).expanduser() for k, v in _pairs(data_root, "--data-root").items()},
-        checkpoint=checkpoint, detector_options={k: _literal(v) for k, v in _pairs(option, "--option").items()},
+        data_roots={k: Path(v).expanduser() for k, v in pairs(data_root, "--data-root").items()},
+        checkpoint=checkpoint, detector_options={k: _literal(v) for k, v in pairs(option, "--option").items()},
         cache_dir=cache_dir, overwrite=overwrite, detect_every=detect_every,
     )
     try:
@@ -347,15 +324,6 @@ def run(
         console.print(f"seed {outcome.seed}: {note} · coverage {cov['scored']}/{cov['total']} scored"
                       + (f", failed: {cov['reasons']}" if cov["failed"] else "") + f" · {outcome.record_path}")
     _show_leaderboard(runs_dir, ListFormat.table, detector=detector, protocol=proto.id)
-
-
-def _require_cuda() -> None:
-    try:
-        import torch
-    except ImportError:
-        raise fail("--device cuda needs PyTorch with CUDA; install torch, or use --device cpu")
-    if not torch.cuda.is_available():
-        raise fail("--device cuda: no CUDA GPU is visible to PyTorch on this machine; use --device cpu")
 
 
 @app.command()

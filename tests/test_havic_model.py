@@ -245,13 +245,14 @@ def test_pickled_objects_are_refused_unless_trusted(tmp_path):
 
 
 def test_the_weights_used_are_recorded_by_hash(tmp_path):
-    """A run's config names the weights by content: another file at the same path is another run."""
+    """A run's key names the weights by content (`sources`): another file at the same path is another run."""
     path = saved(tmp_path, tiny_model(seed=1).state_dict())
-    first = HAVICTinyDetector(weights=str(path)).config()["weights_sha256"]
+    first = HAVICTinyDetector(weights=str(path)).sources()["weights"]
     assert first == sha256_file(path)
     saved(tmp_path, tiny_model(seed=2).state_dict())
-    assert HAVICTinyDetector(weights=str(path)).config()["weights_sha256"] not in (None, first)
-    assert HAVICTinyDetector(weights=str(tmp_path / "absent.pth")).weights_sha256 is None  # loading will say why
+    assert HAVICTinyDetector(weights=str(path)).sources()["weights"] not in (None, first)
+    assert HAVICTinyDetector(weights=str(tmp_path / "absent.pth")).sources() == {"weights": None}  # loading says why
+    assert HAVICTinyDetector().sources() == {}
 
 
 def test_transfer_pretrained_copies_encoders_and_interaction():

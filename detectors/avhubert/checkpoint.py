@@ -12,7 +12,6 @@ writes them once as safetensors, which `load` then reads without any pickle.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import types
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 from avbench.detectors.avhubert.model import AVHubert, AVHubertConfig
-from avbench.io import sha256_file
+from avbench.io import atomic_write, sha256_file_cached
 
 FORMAT = "avbench-avhubert"
 #: the AVHubertModel inside a fine-tuned AVHubertSeq2Seq (HubertEncoderWrapper.w2v_model)
@@ -217,7 +216,7 @@ def load(path: Path | str, *, sha256: str | None = None, trusted: bool = False, 
                                 f"(facebookresearch/av_hubert, e.g. self_large_vox_433h.pt), {CONVERT_HINT}, "
                                 f"and pass that path")
     if sha256 is not None:
-        found = sha256_file(path)
+        found = sha256_file_cached(path)
         if found != sha256.lower():
             raise ValueError(f"{path}: sha256 {found} does not match the expected {sha256}")
     state, metadata = _read(path, trusted)
@@ -271,15 +270,10 @@ def convert_fairseq_checkpoint(src: Path | str, dst: Path | str) -> Path:
     with torch.device("meta"):
         check_state_dict(AVHubert(config), state_dict, src)
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     metadata = {"format": FORMAT, "config": json.dumps(asdict(config)), "source": src.name,
-                "source_sha256": sha256_file(src)}
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    try:
-        save_file(state_dict, str(tmp), metadata=metadata)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+                "source_sha256": sha256_file_cached(src)}
+    with atomic_write(dst, "wb") as fh:
+        fh.write(save(state_dict, metadata=metadata))
     return dst

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from avbench.cli_support import fail
+
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 app = typer.Typer(help="AV-HuBERT weights: convert the authors' fairseq checkpoints to safetensors.",
@@ -33,8 +35,7 @@ def convert(
     try:
         out = convert_fairseq_checkpoint(src, dst)
     except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
     with safe_open(str(out), framework="pt") as fh:
         keys = list(fh.keys())
         params = sum(math.prod(fh.get_slice(key).get_shape()) for key in keys if not key.endswith(_BN_STATS))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from avbench.io import sha256_file
+from avbench.io import sha256_file_cached
 
 from .model import HAVIC, HAVICConfig, HAVICPretrain
 
@@ -34,8 +34,8 @@ def read_state_dict(path: Path | str, *, sha256: str | None = None, trusted: boo
     if not path.is_file():
         raise FileNotFoundError(f"HAVIC weights not found: {path}. Download the checkpoint (the authors publish "
                                 f"theirs on Hugging Face as JielunPeng/HAVIC) and pass its local path.")
-    if sha256 is not None and sha256_file(path) != sha256.lower():
-        raise CheckpointError(f"{path}: sha256 {sha256_file(path)} does not match the expected {sha256}")
+    if sha256 is not None and (found := sha256_file_cached(path)) != sha256.lower():
+        raise CheckpointError(f"{path}: sha256 {found} does not match the expected {sha256}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -6,11 +6,12 @@ under a protocol (model selection on the protocol's validation clips, scores on 
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from avbench.cli_support import EXIT_USAGE, Device, err_console, fail, pairs, require_device
 
 #: The paper's pre-training length (supplement B); the tiny model's default is its detector's.
 PAPER_PRETRAIN_EPOCHS = 200
@@ -25,18 +26,6 @@ app = typer.Typer(
 def main() -> None:
     """HAVIC: pre-train on real videos here, then fine-tune and score with `avbench run --detector havic
     -o pretrained=OUT/pretrain.safetensors`."""
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code)
 
 
 class _IndexSplits:
@@ -88,7 +77,6 @@ def pretrain(
     from OUT/last.pt when the same command is run again; a finished one is not redone.
     """
     import torch
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from safetensors.torch import save as safetensors_bytes
 
@@ -103,15 +91,8 @@ def pretrain(
     from .detector import HAVICDetector, HAVICTinyDetector
     from .model import HAVICPretrain
 
-    console = Console(stderr=True)
-    roots = {}
-    for item in data_root:
-        name, sep, source = item.partition("=")
-        if not sep or not name.strip() or not source.strip():
-            raise _fail(f"--data-root takes DATASET=DIR or DATASET=INDEX.parquet, got '{item}'", 2)
-        roots[name.strip()] = Path(source.strip()).expanduser()
-    if device is Device.cuda and not torch.cuda.is_available():
-        raise _fail("--device cuda: no CUDA GPU is visible to PyTorch on this machine; use --device cpu")
+    roots = {name: Path(source).expanduser() for name, source in pairs(data_root, "--data-root").items()}
+    require_device(device)
     detector = HAVICTinyDetector if tiny else HAVICDetector
     defaults = detector.training_defaults
     epochs = epochs or (defaults["pretrain_epochs"] if tiny else PAPER_PRETRAIN_EPOCHS)
@@ -122,14 +103,14 @@ def pretrain(
             raise ValueError(f"protocol '{protocol}' uses {proto.datasets()}: give --data-root for each")
         indexes, _ = load_indexes(proto, roots)
     except (KeyError, ValueError) as exc:
-        raise _fail(str(exc).strip("'\""), 2)
+        raise fail(str(exc).strip("'\""), EXIT_USAGE)
     except (RunError, FileNotFoundError) as exc:
-        raise _fail(str(exc))
+        raise fail(str(exc))
     refs = [ref for name in sorted(indexes) for ref in indexes[name].refs()
             if ref.label == 0 and (split == "all" or ref.split == split)]
     if not refs:
         found = {name: sorted({str(s) for s in index.frame["split"].fillna("").unique()}) for name, index in indexes.items()}
-        raise _fail(f"no real clips in split '{split}' (splits found: {found}); choose --split (or `all`), "
+        raise fail(f"no real clips in split '{split}' (splits found: {found}); choose --split (or `all`), "
                     f"or --protocol to assign splits")
     clips = ClipSet(refs, MediaLoader(MediaCache(cache_dir), detect_every=detect_every), detector.input_spec)
     try:
@@ -141,11 +122,11 @@ def pretrain(
         if init_marlin is not None:
             init_from_marlin(model, init_marlin)
     except (FileNotFoundError, CheckpointError) as exc:
-        raise _fail(str(exc))
-    console.print(f"pre-training HAVIC{' tiny' if tiny else ''} on {len(refs)} real clips ({split}) for {epochs} "
+        raise fail(str(exc))
+    err_console.print(f"pre-training HAVIC{' tiny' if tiny else ''} on {len(refs)} real clips ({split}) for {epochs} "
                   f"epochs on {device.value}; state in {out}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console)
+                        console=err_console)
     task = progress.add_task("epoch 1", total=None)
 
     def on_step(epoch: int, step: int, steps: int) -> None:
@@ -166,14 +147,14 @@ def pretrain(
                 warmup_epochs=defaults["warmup_epochs"] if warmup_epochs is None else warmup_epochs,
                 directory=out, on_step=on_step, on_epoch=on_epoch)
     except ValueError as exc:
-        raise _fail(str(exc))
+        raise fail(str(exc))
     if not trained_now:
-        console.print(f"{out / training.LAST} holds all {epochs} epochs already: nothing to train")
+        err_console.print(f"{out / training.LAST} holds all {epochs} epochs already: nothing to train")
     if clips.failures:
         reasons: dict[str, int] = {}
         for err in clips.failures.values():
             reasons[err.reason] = reasons.get(err.reason, 0) + 1
-        console.print(f"[yellow]{len(clips.failures)} of {len(refs)} clips could not be used:[/] {reasons} "
+        err_console.print(f"[yellow]{len(clips.failures)} of {len(refs)} clips could not be used:[/] {reasons} "
                       f"(listed in {out / 'history.json'})")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = out / "pretrain.safetensors"

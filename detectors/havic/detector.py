@@ -20,12 +20,12 @@ fine-tuning with the HAA head and auxiliary heads, the model of the best validat
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from avbench.detector import Detector, InputSpec
 from avbench.io import sha256_file_cached
@@ -53,8 +53,8 @@ class HAVICDetector(Detector):
       is; `fit` fine-tunes further from it. Without weights the network starts randomly from `seed`.
     - pretrained, pretrained_sha256: a pre-training checkpoint in the authors' format (theirs, or the
       pretrain.safetensors of `avbench havic pretrain`); `fit` fine-tunes from its encoders and
-      interaction module (checkpoint.transfer_pretrained). A sha256 left unset is filled with the
-      file's, so the run records which weights it used and a saved detector verifies them on reload.
+      interaction module (checkpoint.transfer_pretrained). A sha256 given is verified on loading; the
+      run records every weights file by its sha256 either way (`sources`).
     - trusted_pickle: load a .pth/.pt whose pickle holds more than tensors (e.g. training arguments);
       refused by default, since unpickling such a file can run code. Safetensors never need it.
     - pretrain_epochs: pre-train on the real training clips first, for this many epochs (continuing
@@ -114,9 +114,9 @@ class HAVICDetector(Detector):
         for key, value in given.items():
             setattr(self, key, self.training_defaults[key] if value is None else value)
         self.weights = None if weights is None else str(weights)
-        self.weights_sha256 = weights_sha256 or _digest(self.weights)
+        self.weights_sha256 = weights_sha256
         self.pretrained = None if pretrained is None else str(pretrained)
-        self.pretrained_sha256 = pretrained_sha256 or _digest(self.pretrained)
+        self.pretrained_sha256 = pretrained_sha256
         self.trusted_pickle = bool(trusted_pickle)
         self.init_audiomae = None if init_audiomae is None else str(init_audiomae)
         self.init_marlin = None if init_marlin is None else str(init_marlin)
@@ -179,6 +179,13 @@ class HAVICDetector(Detector):
     def use_training_dir(self, directory: Path) -> None:
         self._training_dir = Path(directory)
 
+    def sources(self) -> dict:
+        """The sha256 of each weights file the options name (None for a file not there yet: loading says why)."""
+        files = {"weights": self.weights, "pretrained": self.pretrained, "init_audiomae": self.init_audiomae,
+                 "init_marlin": self.init_marlin}
+        return {name: sha256_file_cached(path) if Path(path).is_file() else None
+                for name, path in files.items() if path is not None}
+
     # -- scoring ----------------------------------------------------------------------------------
     def windows(self, clip: "Clip") -> tuple[torch.Tensor, torch.Tensor | None]:
         """The clip's model inputs: video windows and audio windows (None when the audio was removed)."""
@@ -218,7 +225,7 @@ class HAVICDetector(Detector):
     def score_batch(self, clips: Sequence["Clip"]) -> list[float]:
         """sigmoid(mean of the window logits) of each clip; windows of all clips share the batches."""
         logits = self.window_logits([self.windows(clip) for clip in clips])
-        return [_sigmoid(aggregate_windows(x, self.aggregation)) for x in logits]
+        return [float(expit(aggregate_windows(x, self.aggregation))) for x in logits]
 
     # -- learning and state -----------------------------------------------------------------------
     def fit(self, train: "ClipSet", val: "ClipSet", seed: int, device: str | None = None) -> "HAVICDetector":
@@ -326,21 +333,11 @@ class HAVICTinyDetector(HAVICDetector):
     #: A few epochs at learning rates a small random network learns with; the time mask scaled from
     #: 100 of 1024 fbank frames to 6 of the tiny window's 64 (the 128 mel bins are the base's).
     training_defaults: ClassVar[dict] = {
-        "pretrain_epochs": 1, "pretrain_batch_size": 8, "pretrain_lr": 1e-3, "warmup_epochs": 0.0,
-        "epochs": 5, "train_batch_size": 8, "lr": 1e-3, "head_lr": 1e-3, "restart_epochs": 10,
-        "spec_freq_mask": 20, "spec_time_mask": 6,
+        **HAVICDetector.training_defaults, "pretrain_epochs": 1, "pretrain_batch_size": 8, "pretrain_lr": 1e-3,
+        "warmup_epochs": 0.0, "epochs": 5, "train_batch_size": 8, "lr": 1e-3, "head_lr": 1e-3, "spec_time_mask": 6,
     }
     needs_pretraining: ClassVar[bool] = False
 
     @classmethod
     def model_config(cls) -> HAVICConfig:
         return HAVICConfig.tiny()
-
-
-def _digest(path: str | None) -> str | None:
-    """sha256 of a weights file, or None when there is no path or no file yet (loading says what is missing)."""
-    return sha256_file_cached(path) if path is not None and Path(path).is_file() else None
-
-
-def _sigmoid(x: float) -> float:
-    return 0.5 * (1.0 + math.tanh(x / 2.0))  # no overflow for large |x|

@@ -221,7 +221,8 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)). With qv_bias=False it is
+    timm's ViT block (full qkv bias): the interaction module's and the semantic decoders' block."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, *, qv_bias: bool = True, marlin: bool = False,
                  drop_path: float = 0.0):
@@ -347,21 +348,6 @@ class VisualEncoder(nn.Module):
 
 # -- audio-visual interaction --------------------------------------------------------------------------
 
-class SelfAttentionBlock(nn.Module):
-    """timm's ViT block (full qkv bias): the interaction module's and the semantic decoders' block."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, qv_bias=False)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 class CrossAttention(nn.Module):
     """Queries from one modality attend to the other: normed queries and keys, values from the raw
     context (as the authors), then the residual and an MLP block."""
@@ -385,8 +371,8 @@ class InteractionBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float):
         super().__init__()
         # Not used by the forward pass (see the module docstring); kept for the checkpoints.
-        self.self_attn_video = SelfAttentionBlock(dim, heads, mlp_ratio)
-        self.self_attn_audio = SelfAttentionBlock(dim, heads, mlp_ratio)
+        self.self_attn_video = Block(dim, heads, mlp_ratio, qv_bias=False)
+        self.self_attn_audio = Block(dim, heads, mlp_ratio, qv_bias=False)
         self.cross_attn_audio_to_video = CrossAttention(dim, heads, mlp_ratio)
         self.cross_attn_video_to_audio = CrossAttention(dim, heads, mlp_ratio)
 
@@ -668,7 +654,7 @@ class _SemanticDecoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.TokenAligner = MLPHead(tokens_in, (), tokens_out)
-        self.block = SelfAttentionBlock(cfg.dim, cfg.semantic_heads, cfg.mlp_ratio)
+        self.block = Block(cfg.dim, cfg.semantic_heads, cfg.mlp_ratio, qv_bias=False)
         self.norm = nn.LayerNorm(cfg.dim)
 
     def _translate(self, x: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ first) is stretched to 1024 frames and normalised with the fine-tuning statistic
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -30,12 +31,17 @@ FPS = 5.0
 #: Fine-tuning / evaluation normalisation of the fbank: (x - FBANK_MEAN) / FBANK_STD.
 FBANK_MEAN = -6.9960
 FBANK_STD = 3.1205
+#: (mean, std) of the fbank for fine-tuning and inference, and for pre-training (AudioSet's, as the release).
+FINETUNE_FBANK = (FBANK_MEAN, FBANK_STD)
+PRETRAIN_FBANK = (-5.081, 4.4849)
 WINDOW_STRIDE = 2  # frames between window starts (0.4 s)
 
 
+@lru_cache(maxsize=8)
 def mel_banks(num_bins: int, n_fft: int, sample_rate: int, low_freq: float = 20.0) -> Tensor:
     """Kaldi's triangular filters on the mel scale, (num_bins, n_fft // 2 + 1); the Nyquist bin gets 0.
-    Computed in float32 in Kaldi's (and torchaudio's) order of operations, so the bands match bit for bit."""
+    Computed in float32 in Kaldi's (and torchaudio's) order of operations, so the bands match bit for bit.
+    Built once per geometry: every window of every clip uses the same bank (callers must not modify it)."""
     mel_low, mel_high = (1127.0 * math.log(1.0 + f / 700.0) for f in (low_freq, sample_rate / 2))
     delta = (mel_high - mel_low) / (num_bins + 1)
     index = torch.arange(num_bins, dtype=torch.float32)[:, None]
@@ -62,13 +68,15 @@ def kaldi_fbank(waveform: Tensor, sample_rate: int = SAMPLE_RATE, num_mel_bins: 
     return energies.clamp_min(torch.finfo(torch.float32).eps).log()
 
 
-def window_fbank(samples: np.ndarray | Tensor, cfg: HAVICConfig) -> Tensor:
+def window_fbank(samples: np.ndarray | Tensor, cfg: HAVICConfig,
+                 norm: tuple[float, float] = FINETUNE_FBANK) -> Tensor:
     """One window's audio input (audio_frames, mel_bins): mean removed, fbank, linear interpolation in
-    time to cfg.audio_frames, normalised."""
+    time to cfg.audio_frames, normalised as (x - mean) / std with `norm`."""
     wave = torch.as_tensor(samples, dtype=torch.float32)
     fbank = kaldi_fbank(wave - wave.mean(), num_mel_bins=cfg.mel_bins)
     stretched = F.interpolate(fbank.T[None], size=cfg.audio_frames, mode="linear", align_corners=False)[0].T
-    return (stretched - FBANK_MEAN) / FBANK_STD
+    mean, std = norm
+    return (stretched - mean) / std
 
 
 def window_starts(n_frames: int, window: int, stride: int = WINDOW_STRIDE) -> tuple[int, list[int]]:
@@ -96,33 +104,49 @@ def audio_bounds(n_samples: int, n_frames: int, frames_used: int, n_windows: int
     return bounds
 
 
-def clip_windows(faces: np.ndarray, audio: np.ndarray | None, cfg: HAVICConfig, *, source: str = "clip",
-                 pad_short: bool = False, stride: int = WINDOW_STRIDE) -> tuple[Tensor, Tensor | None]:
-    """A clip's windows: video (W, 3, n_frames, S, S) uint8, a view of `faces` (the model takes it divided
-    by 255, no mean or std), and audio (W, audio_frames, mel_bins) normalised fbank, or None when `audio`
-    is None.
+def window_plan(n_frames: int, n_samples: int | None, cfg: HAVICConfig, *, source: str = "clip",
+                pad_short: bool = False, stride: int = WINDOW_STRIDE) -> list[tuple[int, tuple[int, int] | None]]:
+    """(first face frame, audio sample range) of each window of a clip with `n_frames` face frames and
+    `n_samples` audio samples (None: no audio, no ranges).
 
-    A clip with fewer face frames than one window raises ClipError('too_short') unless `pad_short`, which
-    repeats its last frame up to one window and gives that window all of the clip's audio.
+    A clip with fewer face frames than one window raises ClipError('too_short') unless `pad_short`: its
+    one window then repeats the last frame and takes all of the audio. A window whose audio is too short
+    for one fbank frame raises ClipError('too_short') as well.
     """
-    n = len(faces)
-    frames = torch.from_numpy(np.require(faces, np.uint8, ["C", "W"]))  # a read-only cache array is copied
     window = cfg.n_frames
-    if n < window:
-        if not pad_short or n == 0:
-            raise ClipError("too_short", f"{source}: {n} face frames at {FPS:g} fps; HAVIC needs {window} "
+    if n_frames < window:
+        if not pad_short or n_frames == 0:
+            raise ClipError("too_short", f"{source}: {n_frames} face frames at {FPS:g} fps; HAVIC needs {window} "
                                          f"({window / FPS:g} s) for one window")
-        frames = torch.cat([frames, frames[-1:].expand(window - n, -1, -1, -1)])
-        used, starts, bounds = window, [0], [(0, 0 if audio is None else len(audio))]
+        starts, used = [0], window
+        bounds = None if n_samples is None else [(0, n_samples)]
     else:
-        used, starts = window_starts(n, window, stride)
-        bounds = None if audio is None else audio_bounds(len(audio), n, used, len(starts), window, stride)
-    video = frames[:used].unfold(0, window, stride).permute(0, 3, 4, 1, 2)  # (T, S, S, 3) -> (W, 3, window, S, S)
-    if audio is None:
-        return video, None
+        used, starts = window_starts(n_frames, window, stride)
+        bounds = None if n_samples is None else audio_bounds(n_samples, n_frames, used, len(starts), window, stride)
+    if bounds is None:
+        return [(start, None) for start in starts]
     min_samples = math.ceil(SAMPLE_RATE * 0.025)
     short = [(a, b) for a, b in bounds if b - a < min_samples]
     if short:
         raise ClipError("too_short", f"{source}: the audio of a window spans {short[0][1] - short[0][0]} samples "
-                                     f"({len(audio)} in the track); an fbank needs {min_samples}")
-    return video, torch.stack([window_fbank(audio[a:b], cfg) for a, b in bounds])
+                                     f"({n_samples} in the track); an fbank needs {min_samples}")
+    return list(zip(starts, bounds))
+
+
+def clip_windows(faces: np.ndarray, audio: np.ndarray | None, cfg: HAVICConfig, *, source: str = "clip",
+                 pad_short: bool = False, stride: int = WINDOW_STRIDE,
+                 norm: tuple[float, float] = FINETUNE_FBANK) -> tuple[Tensor, Tensor | None]:
+    """A clip's windows (`window_plan`): video (W, 3, n_frames, S, S) uint8, a view of `faces` (the model
+    takes it divided by 255, no mean or std), and audio (W, audio_frames, mel_bins) fbank normalised with
+    `norm`, or None when `audio` is None."""
+    plan = window_plan(len(faces), None if audio is None else len(audio), cfg, source=source, pad_short=pad_short,
+                       stride=stride)
+    frames = torch.from_numpy(np.require(faces, np.uint8, ["C", "W"]))  # a read-only cache array is copied
+    window = cfg.n_frames
+    if len(frames) < window:  # pad_short: the last frame repeated
+        frames = torch.cat([frames, frames[-1:].expand(window - len(frames), -1, -1, -1)])
+    used = plan[-1][0] + window
+    video = frames[:used].unfold(0, window, stride).permute(0, 3, 4, 1, 2)  # (T, S, S, 3) -> (W, 3, window, S, S)
+    if audio is None:
+        return video, None
+    return video, torch.stack([window_fbank(audio[a:b], cfg, norm) for _, (a, b) in plan])

@@ -53,17 +53,13 @@ from avbench.io import atomic_write
 
 from .model import (HAVIC, HAVICConfig, HAVICLogits, HAVICPretrain, PretrainOutput, patchify_audio, patchify_video,
                     segment_mask, tube_mask)
-from .preprocess import FBANK_MEAN, FBANK_STD, SAMPLE_RATE, WINDOW_STRIDE, audio_bounds, clip_windows, window_fbank, \
-    window_starts
+from .preprocess import FINETUNE_FBANK, PRETRAIN_FBANK, clip_windows, window_fbank, window_plan
 
 if TYPE_CHECKING:
     from avbench.loader import ClipSet
 
 log = logging.getLogger(__name__)
 
-#: fbank normalisation (mean, std): pre-training (AudioSet statistics) and fine-tuning / inference.
-PRETRAIN_FBANK = (-5.081, 4.4849)
-FINETUNE_FBANK = (FBANK_MEAN, FBANK_STD)
 #: The resumable state of a training run, inside its directory.
 LAST = "last.pt"
 #: Decoded faces and audio of training clips kept in memory (beyond it, clips are reloaded from the media cache).
@@ -159,14 +155,6 @@ def spec_augment(fbank: Tensor, freq_mask: int, time_mask: int, generator: torch
     return x if fbank.ndim == 3 else x[0]
 
 
-def renormalise(fbank: Tensor, norm: tuple[float, float]) -> Tensor:
-    """An fbank normalised as inference does (FINETUNE_FBANK), normalised with `norm` instead."""
-    if tuple(norm) == FINETUNE_FBANK:
-        return fbank
-    mean, std = norm
-    return (fbank * FBANK_STD + FBANK_MEAN - mean) / std
-
-
 def balanced_weights(refs: Sequence[ClipRef]) -> Tensor:
     """Sampling weight of each clip: N / count of its (audio label, video label) combination (release),
     an unknown modality label standing for the clip label."""
@@ -180,25 +168,6 @@ def _label(value: int | None, fallback: int) -> int:
 
 
 # -- clips and windows ------------------------------------------------------------------------------------
-
-def window_plan(n_frames: int, n_samples: int, cfg: HAVICConfig, *, pad_short: bool = False,
-                source: str = "clip") -> list[tuple[int, tuple[int, int]]]:
-    """(first face frame, audio sample range) of each window of a clip, as `clip_windows` cuts them;
-    ClipError 'too_short' when the clip cannot give one window (see clip_windows)."""
-    window = cfg.n_frames
-    if n_frames < window:
-        if not pad_short or n_frames == 0:
-            raise ClipError("too_short", f"{source}: {n_frames} face frames at 5 fps; HAVIC needs {window} for one window")
-        starts, bounds = [0], [(0, n_samples)]
-    else:
-        used, starts = window_starts(n_frames, window, WINDOW_STRIDE)
-        bounds = audio_bounds(n_samples, n_frames, used, len(starts), window, WINDOW_STRIDE)
-    shortest = math.ceil(SAMPLE_RATE * 0.025)
-    if min(b - a for a, b in bounds) < shortest:
-        raise ClipError("too_short", f"{source}: a window's audio spans fewer than {shortest} samples "
-                                     f"({n_samples} in the track)")
-    return list(zip(starts, bounds))
-
 
 @dataclass
 class _Entry:
@@ -270,7 +239,7 @@ class ClipStore:
         if len(faces) < n:  # pad_short: the last frame repeated, all the audio
             faces = np.concatenate([faces, np.repeat(faces[-1:], n - len(faces), axis=0)])
         frames = torch.from_numpy(np.array(faces[start:start + n], dtype=np.uint8))  # a copy of this window only
-        return frames.permute(3, 0, 1, 2), renormalise(window_fbank(audio[a:b], self.cfg), fbank_norm)
+        return frames.permute(3, 0, 1, 2), window_fbank(audio[a:b], self.cfg, fbank_norm)
 
     def all_windows(self, i: int) -> tuple[Tensor, Tensor]:
         """Every window of clip i as inference cuts them: (W, 3, n_frames, S, S) uint8, (W, frames, mel)."""

@@ -1,0 +1,51 @@
+"""What every avbench command shares, those a detector family mounts under `avbench <family>` included:
+the exit codes, error output, the --device choice and KEY=VALUE options.
+
+Exit codes: 0 success; 1 the work could not be done (missing data, bad checkpoint, failed run);
+2 wrong usage (unknown option or value); 3 `avbench check` found a regression.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+from rich.console import Console
+
+EXIT_ERROR, EXIT_USAGE, EXIT_REGRESSION = 1, 2, 3
+
+err_console = Console(stderr=True)
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    """Print `message` as an error and return the typer.Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    """KEY=VALUE options (`what` names the option in the error) as a dict."""
+    found = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise fail(f"{what} takes KEY=VALUE, got '{item}'", EXIT_USAGE)
+        found[key.strip()] = value.strip()
+    return found
+
+
+def require_device(device: Device) -> None:
+    """Refuse --device cuda where PyTorch sees no CUDA GPU, before any work starts."""
+    if device is not Device.cuda:
+        return
+    try:
+        import torch
+    except ImportError:
+        raise fail("--device cuda needs PyTorch with CUDA; install torch, or use --device cpu")
+    if not torch.cuda.is_available():
+        raise fail("--device cuda: no CUDA GPU is visible to PyTorch on this machine; use --device cpu")
