@@ -11,6 +11,13 @@ def tiny_demo(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One media and feature cache for the end-to-end runs of the neural detectors: each input is decoded
+    once (entries are keyed by file content and decoding settings, so modules can share it)."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """Tiny tensors gain nothing from threads, and threads waiting on a small machine's busy cores slow

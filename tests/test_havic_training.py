@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from unittest import mock
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,10 @@ def test_contrastive_loss_is_eq_2_and_3():
     v, a = torch.randn(3, 4, 8, generator=g), torch.randn(3, 4, 8, generator=g)
     ours = contrastive_loss(v, a, temperature=0.07).item()
     assert ours == pytest.approx(eq_3_by_loops(v.double().numpy(), a.double().numpy(), 0.07), rel=1e-5)
-    # the soft weights matter: plain InfoNCE over the same pairs differs
+    # the soft weights matter: plain InfoNCE over the same pairs (all weights 1) differs
+    plain = training.soft_negative_weights(3, 4).fill_(1.0)
+    with mock.patch.object(training, "soft_negative_weights", lambda *args: plain):
+        assert contrastive_loss(v, a, temperature=0.07).item() != pytest.approx(ours, rel=1e-3)
     weights = training.soft_negative_weights(3, 4)
     assert weights[0, 1] == pytest.approx(1 - 2 / (1 + math.e)) and weights[0, 4] == 1 and weights[5, 5] == 1
     assert weights[1, 0] == weights[0, 1] and weights[0, 3] > weights[0, 1]  # further apart: more negative
@@ -242,6 +246,18 @@ def test_model_selection_prefers_auc_then_loss():
     assert training._better(None, 0.5, {"auc": None, "loss": 1.0}) and training._better(0.5, 9.0, None)
 
 
+def test_fine_tuning_keeps_the_weights_of_its_best_validation_epoch(monkeypatch):
+    monkeypatch.setattr(training, "_better", lambda auc, loss, best: best is None)  # epoch 1 stays the best
+    model, snapshots = tiny(HAVIC), []
+    history = finetune(model, clips(refs(6)), clips(refs(4, 100)), seed=3, epochs=2, batch_size=4, lr=1e-3,
+                       head_lr=1e-3, spec_time_mask=6,
+                       on_epoch=lambda r: snapshots.append({k: v.clone() for k, v in model.state_dict().items()}))
+    assert [r["best"] for r in history] == [True, False]
+    final = model.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in snapshots[0].items())
+    assert not all(torch.equal(final[k], v) for k, v in snapshots[1].items())
+
+
 # -- the loops: resumable, reproducible, selecting on validation only -----------------------------------------
 
 class Interrupt(Exception):
@@ -349,11 +365,6 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("havic_demo")
     generate_corpus(root, identities=4, real_per_identity=1, seconds=2.0, size=128)
     return root
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("havic_cache")
 
 
 @pytest.mark.slow
