@@ -212,6 +212,16 @@ def test_training_windows_are_the_windows_inference_scores():
                                           mode="linear", align_corners=False)[0].T
     torch.testing.assert_close(pretraining, (raw + 5.081) / 4.4849, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(audios[2], (raw - FBANK_MEAN) / FBANK_STD, atol=1e-4, rtol=1e-5)
+    # validation reads every window each epoch: the fbank is computed once, while the memory budget allows
+    first = store.all_windows(i)
+    with mock.patch("avbench.detectors.havic.preprocess.window_fbank", side_effect=AssertionError("computed again")):
+        again = store.all_windows(i)
+    assert torch.equal(again[0], videos) and torch.equal(again[1], first[1])
+    torch.testing.assert_close(first[1], audios)
+    tight = ClipStore(clips(item), TINY, memory_bytes=0)  # no room: computed at each call, the same values
+    (j,) = tight.usable()
+    torch.testing.assert_close(tight.all_windows(j)[1], audios)
+    assert not tight._all_fbanks
 
 
 def test_clips_that_fail_or_are_too_short_are_recorded_not_dropped():

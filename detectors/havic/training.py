@@ -182,7 +182,8 @@ class ClipStore:
     Each clip is loaded once on first use: one that fails to load, has no audio or is too short for a
     window is recorded in `clips.failures` with its reason (never dropped silently) and left out. Faces
     and audio are kept in memory up to `memory_bytes`; other clips are loaded again, through the
-    loader's media cache, when a window of theirs is needed.
+    loader's media cache, when a window of theirs is needed. The fbank of every window of a validation
+    clip, the same at every epoch, is kept too while the budget allows.
     """
 
     def __init__(self, clips: "ClipSet", cfg: HAVICConfig, *, pad_short: bool = False, memory_bytes: int = MEMORY_BYTES):
@@ -190,6 +191,7 @@ class ClipStore:
         self.memory_left = memory_bytes
         self.entries: list[_Entry] = []
         self._seen: dict[str, int | None] = {}
+        self._all_fbanks: dict[int, Tensor] = {}
 
     def usable(self, select: Callable[[ClipRef], bool] | None = None) -> list[int]:
         """Indices (into `entries`) of the clips that can train, loading the ones not seen yet."""
@@ -244,7 +246,15 @@ class ClipStore:
     def all_windows(self, i: int) -> tuple[Tensor, Tensor]:
         """Every window of clip i as inference cuts them: (W, 3, n_frames, S, S) uint8, (W, frames, mel)."""
         faces, audio = self.arrays(i)
-        return clip_windows(faces, audio, self.cfg, source=str(self.entries[i].ref.path), pad_short=self.pad_short)
+        if i in self._all_fbanks:
+            video, _ = clip_windows(faces, None, self.cfg, pad_short=self.pad_short)
+            return video, self._all_fbanks[i]
+        video, fbank = clip_windows(faces, audio, self.cfg, source=str(self.entries[i].ref.path),
+                                    pad_short=self.pad_short)
+        size = fbank.numel() * fbank.element_size()
+        if size <= self.memory_left:
+            self._all_fbanks[i], self.memory_left = fbank, self.memory_left - size
+        return video, fbank
 
     def batch(self, jobs: Sequence[tuple[int, int]], fbank_norm: tuple[float, float]) -> tuple[Tensor, Tensor]:
         """Windows (clip, window) stacked: video (B, 3, T, S, S) uint8 and fbank (B, frames, mel), on the CPU."""
