@@ -1,3 +1,3 @@
-from avbench.cli import app
+from avbench.cli import entry
 
-app(prog_name="avbench")
+entry()

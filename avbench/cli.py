@@ -15,11 +15,13 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from avbench import __version__, registry
-from avbench.cli_support import EXIT_ERROR, EXIT_REGRESSION, Device, err_console, fail, pairs, require_device
+from avbench.cli_support import EXIT_ERROR, EXIT_REGRESSION, EXIT_USAGE, Device, err_console, fail, pairs
+from avbench.cli_support import main as _main
 from avbench.detectors.avhubert.cli import app as avhubert_app
 from avbench.detectors.havic.cli import app as havic_app
 
@@ -44,6 +46,11 @@ app.add_typer(avhubert_app, name="avhubert")
 app.add_typer(havic_app, name="havic")
 
 
+def entry() -> None:
+    """The `avbench` program (pyproject's entry point): the app, never ending in a traceback."""
+    _main(app, "avbench")
+
+
 class ListFormat(str, Enum):
     table = "table"
     json = "json"
@@ -65,6 +72,12 @@ def main(
 ):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err_console, show_path=False)])
+
+
+def message_of(exc: BaseException) -> str:
+    from avbench.runner import message_of
+
+    return message_of(exc)
 
 
 def _literal(value: str):
@@ -156,7 +169,7 @@ def _index_of(name: str, root: Path):
         adapter = registry.datasets.get(name)()
         index = ClipIndex.load(root) if root.suffix == ".parquet" else adapter.index(root)
     except (KeyError, FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc).strip("'\""))
+        raise fail(message_of(exc))
     for problem in index.problems:
         err_console.print(f"[yellow]problem:[/] {problem}")
     return adapter, index
@@ -206,7 +219,7 @@ def datasets_audit(
                 raise ValueError(f"protocol '{proto.id}' uses {proto.datasets()}; audit one dataset at a time")
             sets = protocols.sets(proto, {name: proto.assign_splits(index)})
         except (KeyError, ValueError) as exc:
-            raise fail(str(exc).strip("'\""), 2)
+            raise fail(message_of(exc), 2)
     else:
         sets = datacheck.official_sets(index)
     report = datacheck.audit(sets)
@@ -241,9 +254,9 @@ def protocols_show(
 
     try:
         proto = _configured_protocol(name, dataset, None, param)
-        indexes, display = load_indexes(proto, {k: Path(v).expanduser() for k, v in pairs(data_root, "--data-root").items()})
+        indexes, display = load_indexes(proto, _data_roots(data_root))
     except (KeyError, ValueError) as exc:
-        raise fail(str(exc).strip("'\""), 2)
+        raise fail(message_of(exc), 2)
     except (RunError, FileNotFoundError) as exc:
         raise fail(str(exc))
     table = protocols.sets(proto, indexes, display)
@@ -283,7 +296,8 @@ def run(
     param: Annotated[Optional[list[str]], typer.Option(
         help="KEY=VALUE overriding a protocol parameter (value read as JSON when it parses).")] = None,
     option: Annotated[Optional[list[str]], typer.Option(
-        "--option", "-o", help="KEY=VALUE setting a detector hyper-parameter.")] = None,
+        "--option", "-o", help="KEY=VALUE setting a detector option (a wrong key lists them); numbers, "
+                                 "true/false, none, JSON lists and objects are read as the option declares.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(
         help="A trained detector to load instead of fitting (a folder written by the detector's save).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(
@@ -298,32 +312,60 @@ def run(
 
         avbench run --detector avsync --protocol test_only --dataset folder --data-root folder=~/my_videos
     """
-    from avbench.runner import RunError, RunSettings, Runner
+    from avbench.detector import parse_options
+    from avbench.runner import RunError, RunSettings, Runner, UsageError
 
     try:
         proto = _configured_protocol(protocol, dataset, test_sets, param)
-        seed_list = tuple(int(s) for s in seeds.split(",")) if seeds else proto.seeds
-        registry.detectors.entry(detector)
+        seed_list = _seeds(seeds) if seeds is not None else proto.seeds
+        detector_cls = registry.detectors.get(detector)
+        options = parse_options(detector_cls, pairs(option, "--option"))
     except (KeyError, ValueError) as exc:
-        raise fail(str(exc).strip("'\""), 2)
-    require_device(device)
+        raise fail(message_of(exc), EXIT_USAGE)
+    except ImportError as exc:
+        raise fail(str(exc))
     settings = RunSettings(
         detector=detector, protocol=proto, seeds=seed_list, runs_dir=runs_dir, device=device.value,
-        data_roots={k: Path(v).expanduser() for k, v in pairs(data_root, "--data-root").items()},
-        checkpoint=checkpoint, detector_options={k: _literal(v) for k, v in pairs(option, "--option").items()},
+        data_roots=_data_roots(data_root), checkpoint=checkpoint, detector_options=options,
         cache_dir=cache_dir, overwrite=overwrite, detect_every=detect_every,
     )
     try:
         with _progress() as progress:
             outcomes = Runner(settings, progress).run()
-    except (RunError, FileNotFoundError, ImportError, ValueError, KeyError) as exc:
-        raise fail(str(exc).strip("'\""))
+    except UsageError as exc:
+        raise fail(str(exc), EXIT_USAGE)
+    except (RunError, FileNotFoundError, ImportError, ValueError, KeyError, OSError) as exc:
+        raise fail(message_of(exc))
+    problems = []
     for outcome in outcomes:
         cov = outcome.record["coverage"]
         note = "already complete, nothing to do" if outcome.status == "skipped" else "done"
         console.print(f"seed {outcome.seed}: {note} · coverage {cov['scored']}/{cov['total']} scored"
                       + (f", failed: {cov['reasons']}" if cov["failed"] else "") + f" · {outcome.record_path}")
+        problems += [f"seed {outcome.seed}: {p}" for p in outcome.record.get("problems", [])]
     _show_leaderboard(runs_dir, ListFormat.table, detector=detector, protocol=proto.id)
+    if problems:
+        for problem in problems:
+            err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False)
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers, e.g. 0,1,2; got '{text}'") from None
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds names a seed twice: '{text}'")
+    return seeds
+
+
+def _data_roots(values: list[str] | None) -> dict[str, Path]:
+    roots = pairs(values, "--data-root")
+    for name, folder in roots.items():
+        if not folder:
+            raise fail(f"--data-root {name}= names no folder: give --data-root {name}=DIR", EXIT_USAGE)
+    return {name: Path(folder).expanduser() for name, folder in roots.items()}
 
 
 @app.command()
@@ -371,6 +413,8 @@ class BoardFormat(str, Enum):
 def _board(runs_dir: Path, detector: str | None = None, protocol: str | None = None, metric: str | None = None):
     from avbench import leaderboard
 
+    if not runs_dir.is_dir():
+        raise fail(f"no run records under {runs_dir}: it is not a folder (run `avbench run` or `avbench demo` first)")
     records = leaderboard.load_records(runs_dir)
     if detector:
         records = [r for r in records if r["detector"] == detector]
@@ -456,6 +500,10 @@ def demo(
     from avbench.demo import generate_corpus
     from avbench.runner import RunError, RunSettings, Runner
 
+    try:
+        seed_list = _seeds(seeds)
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_USAGE)
     if not (root / "metadata.csv").is_file():
         with console.status(f"generating the demo corpus in {root} ..."):
             generate_corpus(root)
@@ -464,7 +512,7 @@ def demo(
     try:
         with _progress() as progress:
             for name in DEMO_DETECTORS:
-                Runner(RunSettings(detector=name, protocol=proto, seeds=tuple(int(s) for s in seeds.split(",")),
+                Runner(RunSettings(detector=name, protocol=proto, seeds=seed_list,
                                    runs_dir=runs_dir, data_roots={"demo": root}, cache_dir=cache_dir),
                        progress).run()
     except (RunError, FileNotFoundError, ValueError) as exc:

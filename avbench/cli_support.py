@@ -11,6 +11,7 @@ from enum import Enum
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 EXIT_ERROR, EXIT_USAGE, EXIT_REGRESSION = 1, 2, 3
 
@@ -24,7 +25,7 @@ class Device(str, Enum):
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
     """Print `message` as an error and return the typer.Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -41,11 +42,26 @@ def pairs(values: list[str] | None, what: str) -> dict[str, str]:
 
 def require_device(device: Device) -> None:
     """Refuse --device cuda where PyTorch sees no CUDA GPU, before any work starts."""
-    if device is not Device.cuda:
-        return
+    from avbench.runner import RunError, check_device
+
     try:
-        import torch
-    except ImportError:
-        raise fail("--device cuda needs PyTorch with CUDA; install torch, or use --device cpu")
-    if not torch.cuda.is_available():
-        raise fail("--device cuda: no CUDA GPU is visible to PyTorch on this machine; use --device cpu")
+        check_device(device.value)
+    except RunError as exc:
+        raise fail(str(exc))
+
+
+def main(app: typer.Typer, prog_name: str) -> None:
+    """Run a typer app so that no command ends in a traceback: an error nobody foresaw prints one line
+    and exits 1; `-v` (logging at INFO) prints its traceback too."""
+    import logging
+    import sys
+    import traceback
+
+    try:
+        app(prog_name=prog_name)
+    except Exception as exc:
+        if logging.getLogger().isEnabledFor(logging.INFO):
+            err_console.print(traceback.format_exc(), markup=False, highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(f'{type(exc).__name__}: {exc}')} (run with -v to see where)",
+                          highlight=False)
+        sys.exit(EXIT_ERROR)

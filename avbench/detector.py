@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Iterable
@@ -60,10 +62,17 @@ class InputSpec:
         return asdict(self)
 
 
+class OptionError(ValueError):
+    """A detector option that is unknown or not of the form its `__init__` declares (a usage error)."""
+
+
 class Detector:
     """Base class of all detectors. Subclasses set the class attributes and implement `score`.
 
     A detector whose `__init__` takes a `seed` keyword is built by the runner with the run's seed.
+    The runner's order: `__init__` (options only: a bad value raises ValueError or TypeError, read
+    as a usage error), `to(device)`, `use_loader`, `prepare` (files: weights opened and verified),
+    then `fit` and `score`. Everything before `fit` and `score` happens before any clip is decoded.
     """
 
     name: ClassVar[str] = ""
@@ -117,6 +126,12 @@ class Detector:
                     module.to(device)
         return self
 
+    def prepare(self, training: bool) -> None:
+        """Open and verify everything the detector reads that does not depend on a clip (weights files:
+        format, hash, keys), so that a run that cannot succeed fails before its first clip is decoded.
+        `training`: `fit` follows (files only fitting reads are checked too); else the detector only
+        scores. Raise an error that names the file and the problem. The default reads nothing."""
+
     def use_training_dir(self, directory: Path) -> None:
         """Called by the runner before `fit` with a folder that outlives an interrupted run (it is
         removed once the fitted detector is saved): a detector whose training is long keeps its
@@ -165,33 +180,146 @@ class Detector:
             raise ValueError(f"{self.name} has no learned state, got {sorted(state)}")
 
     def save(self, directory: Path | str) -> Path:
-        """Write `config.json` and `state.npz` (no pickle); returns the directory."""
+        """Write `state.npz` (no pickle) and `config.json`, which records the state file's sha256 so
+        that `load` refuses a state file changed or swapped since; returns the directory."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        write_json(directory / "config.json", {"detector": self.name, "version": self.version,
-                                               "config": self.config()})
         with atomic_write(directory / "state.npz", "wb") as fh:
             np.savez(fh, **self.state_dict())
+        write_json(directory / "config.json", {"detector": self.name, "version": self.version, "config": self.config(),
+                                               "state_sha256": sha256_file(directory / "state.npz")})
         return directory
 
     @classmethod
-    def load(cls, directory: Path | str, expected_sha256: str | None = None) -> "Detector":
-        """Rebuild a saved detector; refuses a state file whose hash differs from the expected."""
+    def load(cls, directory: Path | str, expected_sha256: str | None = None, **options) -> "Detector":
+        """Rebuild a saved detector; refuses a state file whose sha256 differs from `expected_sha256`
+        or from the one its config.json recorded when it was saved. `options` replace saved ones
+        (choices of how to run, such as a batch size; a change the state does not fit is refused)."""
         directory = Path(directory)
         config_file, state_file = directory / "config.json", directory / "state.npz"
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory}: not a {cls.name} checkpoint folder (config.json + state.npz)")
         for f in (config_file, state_file):
             if not f.is_file():
                 raise FileNotFoundError(f"{cls.name} checkpoint is incomplete: {f} is missing")
-        saved = json.loads(config_file.read_text())
+        try:
+            saved = json.loads(config_file.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{config_file}: not readable JSON ({exc})") from exc
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            raise ValueError(f"{config_file}: not a detector config (expected keys detector, version, config)")
         if saved.get("detector") != cls.name:
             raise ValueError(f"{directory} holds a '{saved.get('detector')}' checkpoint, not '{cls.name}'")
-        if expected_sha256 and sha256_file(state_file) != expected_sha256:
-            raise ValueError(f"{state_file}: sha256 does not match the expected {expected_sha256}")
-        detector = cls(**saved["config"])
-        with np.load(state_file, allow_pickle=False) as npz:
-            detector.load_state_dict({k: npz[k] for k in npz.files})
+        for expected, what in ((expected_sha256, "the expected"), (saved.get("state_sha256"), "the one config.json records")):
+            if expected and (found := sha256_file(state_file)) != expected:
+                raise ValueError(f"{state_file}: sha256 {found} does not match {what} ({expected}): the state file "
+                                 "was changed or replaced since it was saved")
+        detector = cls(**{**saved["config"], **options})
+        try:
+            with np.load(state_file, allow_pickle=False) as npz:
+                state = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise ValueError(f"{state_file}: not a readable .npz state file ({exc})") from exc
+        try:
+            detector.load_state_dict(state)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise ValueError(f"{state_file}: does not fit a '{cls.name}' detector ({exc})") from exc
         return detector
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+# -- options from the command line -----------------------------------------------------------------
+def option_names(cls: type[Detector]) -> list[str]:
+    """The keyword arguments of a detector's `__init__`: its options."""
+    params = inspect.signature(cls.__init__).parameters
+    return [n for n, p in params.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def parse_options(cls: type[Detector], raw: dict[str, str]) -> dict:
+    """`-o KEY=VALUE` texts as the values `cls.__init__` declares: int, float, bool (true/false),
+    str, None (none/null where the option allows it), lists and dicts as JSON. An unknown key or a
+    text of the wrong form raises OptionError showing the expected form."""
+    names = option_names(cls)
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise OptionError(f"detector '{cls.name}' has no option {', '.join(map(repr, unknown))}; "
+                          f"its options: {', '.join(names)}")
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that names something only type checkers import: read values as JSON
+        hints = {}
+    return {key: _option_value(cls.name, key, text, hints.get(key)) for key, text in raw.items()}
+
+
+_FORMS = {bool: "true or false", int: "an integer", float: "a number", str: "a text", type(None): "none",
+          list: "a JSON list, e.g. [\"a\", \"b\"]", dict: "a JSON object, e.g. {\"key\": \"value\"}"}
+
+
+def _option_value(detector: str, key: str, text: str, annotation):
+    if annotation is None:
+        return _json_or_text(text)
+    kinds = _kinds(annotation)
+    for kind in (type(None), bool, int, float, list, dict, str):
+        if kind in kinds:
+            parsed = _parse_as(kind, text)
+            if parsed is not _NO:
+                return parsed
+    if not kinds - set(_FORMS):  # every kind is one we parse: the text fits none of them
+        forms = " or ".join(_FORMS[k] for k in (bool, int, float, list, dict, str, type(None)) if k in kinds)
+        raise OptionError(f"-o {key} (detector '{detector}') takes {forms}, got {text!r}")
+    return _json_or_text(text)
+
+
+_NO = object()
+
+
+def _parse_as(kind, text: str):
+    value = text.strip()
+    if kind is type(None):
+        return None if value.lower() in ("none", "null") else _NO
+    if kind is bool:
+        return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(value.lower(), _NO)
+    if kind is int:
+        try:
+            return int(value)
+        except ValueError:
+            return _NO
+    if kind is float:
+        try:
+            number = float(value)
+        except ValueError:
+            return _NO
+        return number if np.isfinite(number) else _NO
+    if kind in (list, dict):
+        parsed = _json_or_text(value)
+        return parsed if isinstance(parsed, kind) else _NO
+    return text if value else _NO
+
+
+def _kinds(annotation) -> set:
+    """The plain types an annotation admits: `int | None` -> {int, NoneType}; Sequence[str] -> {list}."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_kinds(a) for a in typing.get_args(annotation)))
+    base = origin or annotation
+    if base is typing.Any:
+        return {object}
+    if isinstance(base, type):
+        import collections.abc as abc
+
+        if issubclass(base, (dict, abc.Mapping)):
+            return {dict}
+        if base is not str and issubclass(base, (list, tuple, abc.Sequence)):
+            return {list}
+        return {base}
+    return {object}
+
+
+def _json_or_text(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text

@@ -345,7 +345,10 @@ def write_golden(df: pd.DataFrame, path, tolerance: float) -> Path:
 
 def read_golden(path) -> tuple[list[dict], float]:
     """(rows, tolerance) of a golden file written by `write_golden`."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc})") from exc
     if not (isinstance(data, dict) and isinstance(data.get("rows"), list)
             and isinstance(data.get("tolerance"), (int, float)) and not isinstance(data["tolerance"], bool)):
         raise ValueError(f"{path}: a golden file is a JSON object with 'rows' (a list) and 'tolerance' (a number)")

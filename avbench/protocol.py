@@ -21,6 +21,7 @@ per-category tables; `AVG` is the unweighted mean over subsets.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
@@ -110,10 +111,15 @@ class Protocol:
         return sorted(names)
 
     def with_params(self, **overrides) -> "Protocol":
-        """The same protocol with some parameters replaced (e.g. --dataset, --test-sets)."""
+        """The same protocol with some parameters replaced (e.g. --dataset, --test-sets); a value of the
+        wrong form raises ValueError saying the form expected."""
         unknown = set(overrides) - set(self.params) - OPTIONAL_PARAMS
         if unknown:
-            raise ValueError(f"protocol '{self.name}' has no parameter {sorted(unknown)}; it has {sorted(self.params)}")
+            raise ValueError(f"protocol '{self.name}' has no parameter {sorted(unknown)}; it has "
+                             f"{', '.join(sorted(set(self.params) | OPTIONAL_PARAMS))}")
+        for key, value in overrides.items():
+            if problem := _param_problem(key, value):
+                raise ValueError(f"--param {key} {problem}, got {json.dumps(value)}")
         return replace(self, params={**self.params, **overrides})
 
     # -- folds ----------------------------------------------------------------------------------
@@ -190,6 +196,39 @@ class Protocol:
         else:
             raise ValueError(f"protocol '{self.name}': split must be 'official', 'identity' or 'file_random', not '{how}'")
         return ClipIndex(frame, index.root, index.problems)
+
+
+_CHOICES = {"split": ("official", "identity", "file_random"), "subset_reals": ("all", "own"),
+            "fakes": ("all", "both_modalities")}
+_TEXTS = ("val_split", "subsets", "train_label", "hold_out_by")  # "" allowed: none
+
+
+def _param_problem(key: str, value) -> str:
+    """What is wrong with a protocol parameter's value ("" when nothing): the form it takes."""
+    if key in _CHOICES:
+        return "" if value in _CHOICES[key] else "takes one of " + ", ".join(_CHOICES[key])
+    if key in ("dataset", "train"):  # that an adapter of this name exists is checked where datasets are read
+        return "" if isinstance(value, str) and value else "takes a dataset name (`avbench datasets list`)"
+    if key == "test":
+        entries = value if isinstance(value, list) else [None]
+        ok = bool(entries) and all(isinstance(e, str) and e or isinstance(e, dict) and isinstance(e.get("dataset"), str)
+                                   for e in entries)
+        return "" if ok else 'takes a JSON list of dataset names or tables, e.g. ["kodf", {"dataset": "avlips"}]'
+    if key == "split_ratios":
+        ok = (isinstance(value, list) and len(value) == 3
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value)
+              and value[0] > 0 and sum(value[1:]) > 0)
+        return "" if ok else "takes a JSON list of three train/val/test weights, e.g. [0.7, 0.1, 0.2]"
+    if key == "split_seed":
+        return "" if isinstance(value, int) and not isinstance(value, bool) else "takes an integer"
+    if key == "test_split":
+        return "" if isinstance(value, str) and value else "takes a split name: train, val, test or all"
+    if key in _TEXTS:
+        return "" if isinstance(value, str) else "takes a text"
+    if key == "categories":
+        return "" if isinstance(value, list) and all(isinstance(v, str) for v in value) else \
+            'takes a JSON list of category names, e.g. ["RVFA"]'
+    return ""
 
 
 def sets(protocol: Protocol, indexes: dict[str, ClipIndex], display: dict[str, str] | None = None) -> pd.DataFrame:

@@ -10,6 +10,14 @@ For each seed the run folder `RUNS/<detector>/<protocol>/seed<k>/` receives:
                     means the run is complete and the same command does no new work.
 A run killed at any point and started again skips what is on disk and ends with the same record
 (timings aside). Checkpoints are never selected on test data: `fit` sees train and val only.
+
+Failing fast: everything that does not depend on a clip (device, data roots and their indexes,
+protocol parameters, every selection non-empty, detector options, checkpoint and weights files) is
+checked by `Runner.preflight` and the detector's `prepare` before the first clip is decoded, and
+run_key.json is written only then, so a run that could not start blocks no rerun. When the first
+FAIL_FAST_CLIPS clips a detector sees in a test set all fail with one detector error, the run stops
+with that error. A test set where no clip (or clips of one class only) could be scored still ends
+with a record, its metrics None and `problems` saying why.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import subprocess
 import sys
 import time
 import traceback
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, timezone
@@ -39,7 +48,7 @@ from avbench.clips import ClipError, ClipIndex, ClipRef
 from avbench.detector import Detector
 from avbench.io import atomic_write, sha256_file, sha256_json, write_json
 from avbench.loader import ClipSet, MediaLoader
-from avbench.protocol import Fold, Protocol, TestSet, select
+from avbench.protocol import Fold, Protocol, Selection, TestSet, select
 
 log = logging.getLogger("avbench.runner")
 
@@ -49,7 +58,17 @@ SCORE_COLUMNS = ["fold", "test_set", "clip_id", "file", "label", "category", "me
 
 
 class RunError(RuntimeError):
-    """A run that cannot start or go on; the message says what to do."""
+    """A run that cannot start or go on; the message says what to do (exit 1)."""
+
+
+class UsageError(RunError):
+    """Settings that are wrong whatever the data: options, protocol parameters, names (exit 2)."""
+
+
+#: The run stops when the first this-many clips a detector sees in a test set all fail with one
+#: detector error (same exception type and message, the clip's path aside): a systematic failure
+#: (bad weights, a bug), not a property of the clips. Data problems (ClipError) never count.
+FAIL_FAST_CLIPS = 3
 
 
 @dataclass
@@ -78,6 +97,18 @@ class SeedOutcome:
     record: dict
 
 
+@dataclass
+class SeedPlan:
+    """What `Runner.plan` decided for one seed before any work."""
+
+    seed: int
+    run_dir: Path
+    detector: Detector
+    key: dict
+    replace: bool = False  # the folder holds nothing computed under this key: remove it first
+    outcome: SeedOutcome | None = None  # set when the folder already holds the complete run
+
+
 # -- data -------------------------------------------------------------------------------------------
 def load_indexes(protocol: Protocol, data_roots: dict[str, Path]) -> tuple[dict[str, ClipIndex], dict[str, str]]:
     """Clip index of every dataset the protocol uses (splits as it defines them), and their
@@ -87,35 +118,75 @@ def load_indexes(protocol: Protocol, data_roots: dict[str, Path]) -> tuple[dict[
     for name in protocol.datasets():
         adapter = registry.datasets.get(name)()
         source = data_roots.get(name)
-        if source is not None and Path(source).suffix == ".parquet":
-            index = ClipIndex.load(source)
-            if index.datasets != [name]:
-                raise RunError(f"{source} indexes {index.datasets}, not dataset '{name}'")
-            root = index.root
+        if source is not None and Path(source).is_file():
+            index = _read_index(name, Path(source))
         else:
             index = adapter.index(source)  # adapters check the root and say what is missing
-            root = index.root
         for problem in index.problems:
             log.warning("%s: %s", name, problem)
         if len(index) == 0:
-            raise RunError(f"dataset '{name}' at {root} has no usable clip")
+            raise RunError(f"dataset '{name}' at {index.root} has no usable clip")
         indexes[name] = protocol.assign_splits(index)
         display[name] = adapter.display_name or name
     return indexes, display
 
 
+def _read_index(name: str, source: Path) -> ClipIndex:
+    """A parquet clip index given as the data root of dataset `name`, checked to be one of `name`."""
+    hint = f"(--data-root {name}=DIR takes the dataset's folder, or a .parquet index from `avbench datasets index {name}`)"
+    if source.suffix != ".parquet":
+        raise RunError(f"data root of '{name}' is the file {source}, not a folder or a .parquet index {hint}")
+    try:
+        index = ClipIndex.load(source)
+    except Exception as exc:  # pyarrow's errors on a truncated or foreign file have no common base
+        raise RunError(f"{source}: not a readable clip index ({type(exc).__name__}: {exc}) {hint}") from exc
+    if index.datasets != [name]:
+        raise RunError(f"{source} indexes dataset {', '.join(map(repr, index.datasets)) or 'none'}, not '{name}' {hint}")
+    return index
+
+
 # -- detectors --------------------------------------------------------------------------------------
 def build_detector(name: str, options: dict, seed: int, checkpoint: Path | None) -> Detector:
+    """The detector of a run: restored from `checkpoint`, else built from `options` with the run's
+    seed. Wrong options raise UsageError; a checkpoint that cannot be read raises RunError naming it."""
     cls = registry.detectors.get(name)
-    if checkpoint is not None:
-        return cls.load(checkpoint)
-    kwargs = dict(options)
-    if "seed" in inspect.signature(cls.__init__).parameters:
-        kwargs["seed"] = seed
+    if "seed" in options:
+        raise UsageError("-o seed: a run's seeds come from --seeds (each seed builds its own detector)")
+    if checkpoint is not None:  # saved options, replaced by those given (a batch size, trusting a pickle)
+        if not checkpoint.exists():
+            raise RunError(f"checkpoint not found: {checkpoint}")
+        try:
+            return cls.load(checkpoint, **options)
+        except TypeError as exc:
+            raise UsageError(f"detector '{name}' options {options}: {message_of(exc)}") from exc
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            message = message_of(exc)
+            raise RunError(message if str(checkpoint) in message else f"checkpoint {checkpoint}: {message}") from exc
+    takes_seed = "seed" in inspect.signature(cls.__init__).parameters
+    kwargs = {**options, **({"seed": seed} if takes_seed else {})}
     try:
         return cls(**kwargs)
-    except TypeError as exc:
-        raise RunError(f"detector '{name}' does not take these options {sorted(options)}: {exc}") from exc
+    except FileNotFoundError as exc:  # a weights file an option names is not there
+        raise RunError(message_of(exc)) from exc
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"detector '{name}' options {options}: {message_of(exc)}") from exc
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, naming it, before any work starts."""
+    if device in ("cpu", "auto"):
+        return
+    if not device.startswith("cuda"):
+        raise UsageError(f"unknown device '{device}'; use cpu or cuda")
+    try:
+        import torch
+    except ImportError as exc:
+        raise RunError(f"--device {device} needs PyTorch with CUDA; install torch, or use --device cpu") from exc
+    if not torch.cuda.is_available():
+        raise RunError(f"--device {device}: no CUDA GPU is visible to PyTorch on this machine; use --device cpu")
+    _, _, number = device.partition(":")
+    if number and (not number.isdigit() or int(number) >= torch.cuda.device_count()):
+        raise RunError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def checkpoint_sha256(path: Path | None) -> str | None:
@@ -156,6 +227,7 @@ class Runner:
         self.s = settings
         self.progress = progress  # a rich.progress.Progress, or None
         self.loader = MediaLoader(cache=MediaCache(settings.cache_dir), detect_every=settings.detect_every)
+        self._prepared: weakref.WeakSet[Detector] = weakref.WeakSet()
 
     @cached_property
     def _data(self) -> tuple[dict[str, ClipIndex], dict[str, str]]:
@@ -173,11 +245,91 @@ class Runner:
         return self.s.runs_dir / self.s.detector / self.s.protocol.id / f"seed{seed}"
 
     def run(self) -> list[SeedOutcome]:
-        cls = registry.detectors.get(self.s.detector)
-        if not self.s.protocol.trains and cls.trains and self.s.checkpoint is None:
-            raise RunError(f"detector '{self.s.detector}' learns from data: protocol '{self.s.protocol.id}' "
+        """Check everything that does not depend on a clip, then run each seed not yet complete."""
+        detectors = [build_detector(self.s.detector, self.s.detector_options, seed, self.s.checkpoint)
+                     for seed in self.s.seeds]  # wrong options are usage errors, said before data problems
+        self.preflight()
+        plans = [self.plan(seed, detector) for seed, detector in zip(self.s.seeds, detectors)]
+        pending = [p for p in plans if p.outcome is None]
+        if pending:  # the files every seed reads, opened once before the first clip is decoded
+            self.ready(pending[0].detector)
+        return [plan.outcome or self.run_seed(plan) for plan in plans]
+
+    # -- before the first clip ----------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Device, folders, data roots, indexes, protocol and selections: a run that cannot succeed
+        stops here, with one message, before any media is decoded and before anything is written."""
+        s, cls = self.s, registry.detectors.get(self.s.detector)
+        check_device(s.device)
+        if not s.protocol.trains and cls.trains and s.checkpoint is None:
+            raise RunError(f"detector '{s.detector}' learns from data: protocol '{s.protocol.id}' "
                            "trains nothing, so pass --checkpoint DIR with a trained one")
-        return [self.run_seed(seed) for seed in self.s.seeds]
+        for what, folder in (("--runs-dir", s.runs_dir), ("--cache-dir", s.cache_dir)):
+            if folder is not None and folder.exists() and not folder.is_dir():
+                raise RunError(f"{what} {folder} is a file, not a folder")
+        used = s.protocol.datasets()
+        for name in used:
+            if name not in registry.datasets.names():
+                raise UsageError(f"protocol '{s.protocol.id}' uses dataset '{name}', which avbench does not know; "
+                                 f"datasets: {', '.join(registry.datasets.names())}")
+        for name in sorted(set(s.data_roots) - set(used)):
+            if name not in registry.datasets.names():
+                raise UsageError(f"--data-root names '{name}', which is no dataset; "
+                                 f"protocol '{s.protocol.id}' uses {', '.join(used)}")
+            log.warning("--data-root %s is not used: protocol '%s' uses %s", name, s.protocol.id, ", ".join(used))
+        try:
+            indexes = self.indexes
+            folds = s.protocol.folds(indexes, self.display)
+        except RunError:
+            raise
+        except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
+            raise RunError(message_of(exc)) from exc
+        fits = cls.trains and s.checkpoint is None
+        for fold in folds:
+            needed = [("training set", fold.train)] if fits and fold.train is not None else []
+            needed += [(f"test set '{t.name}'", t.selection) for t in fold.tests]
+            for what, selection in needed:
+                if len(select(indexes[selection.dataset], selection)) == 0:
+                    where = f"fold '{fold.name}': " if len(folds) > 1 else ""
+                    raise RunError(f"{where}{what} is empty: "
+                                   + describe_empty(indexes[selection.dataset], selection, s.protocol))
+
+    def plan(self, seed: int, detector: Detector) -> "SeedPlan":
+        """The seed's run key for its `detector` (built, not yet prepared); `outcome` is set when its
+        folder already holds the complete run. A folder holding another run is refused only if work
+        was done in it; one where nothing was computed is replaced."""
+        run_dir = self.run_dir(seed)
+        key = json.loads(json.dumps(self.run_key(seed, detector), sort_keys=True, default=str))
+        plan = SeedPlan(seed, run_dir, detector, key)
+        key_path, record_path = run_dir / "run_key.json", run_dir / "record.json"
+        if not key_path.exists():
+            plan.replace = run_dir.exists()
+            return plan
+        stored = _read_json(key_path)
+        if stored == key:
+            if record_path.exists():
+                plan.outcome = SeedOutcome(seed, "skipped", record_path, _read_json(record_path))
+            return plan
+        if _holds_work(run_dir) and not self.s.overwrite:
+            raise RunError(f"{run_dir} holds a run with other settings ({_diff_keys(stored, key)}); "
+                           "pass --overwrite to replace it or choose another --runs-dir")
+        plan.replace = True
+        return plan
+
+    def ready(self, detector: Detector, training: bool | None = None) -> Detector:
+        """The detector on the run's device, given the loader, its files opened and verified (`prepare`)."""
+        if detector in self._prepared:
+            return detector
+        if training is None:
+            training = detector.trains and self.s.checkpoint is None and self.s.protocol.trains
+        detector.to(self.s.device)
+        detector.use_loader(self.loader)
+        try:
+            detector.prepare(training)
+        except (FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
+            raise RunError(message_of(exc)) from exc
+        self._prepared.add(detector)
+        return detector
 
     def run_key(self, seed: int, detector: Detector) -> dict:
         return {
@@ -192,29 +344,22 @@ class Runner:
             "seed": seed,
         }
 
-    def run_seed(self, seed: int) -> SeedOutcome:
-        run_dir = self.run_dir(seed)
-        detector = build_detector(self.s.detector, self.s.detector_options, seed, self.s.checkpoint)
-        key = json.loads(json.dumps(self.run_key(seed, detector), sort_keys=True, default=str))
-        record_path = run_dir / "record.json"
-        key_path = run_dir / "run_key.json"
-        if key_path.exists():
-            stored = _read_json(key_path)
-            if stored != key:
-                if not self.s.overwrite:
-                    raise RunError(f"{run_dir} holds a run with other settings ({_diff_keys(stored, key)}); "
-                                   "pass --overwrite to replace it or choose another --runs-dir")
-                shutil.rmtree(run_dir)
-            elif record_path.exists():
-                return SeedOutcome(seed, "skipped", record_path, _read_json(record_path))
-        write_json(key_path, key)
+    # -- one seed -----------------------------------------------------------------------------------
+    def run_seed(self, plan: "SeedPlan") -> SeedOutcome:
+        seed, run_dir, key = plan.seed, plan.run_dir, plan.key
+        first = self.ready(plan.detector)
+        if plan.replace:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        write_json(run_dir / "run_key.json", key)
 
         started = time.perf_counter()
         timings = {"fit_seconds": 0.0, "load_seconds": 0.0, "score_seconds": 0.0}
         folds = self.s.protocol.folds(self.indexes, self.display)
         fold_info, tables = [], []
-        for fold in folds:
-            fitted, info = self.fitted_detector(fold, seed, run_dir, timings)
+        for i, fold in enumerate(folds):
+            fresh = first if i == 0 else self.ready(build_detector(
+                self.s.detector, self.s.detector_options, seed, self.s.checkpoint))
+            fitted, info = self.fitted_detector(fresh, fold, seed, run_dir, timings)
             fold_info.append(info)
             for test in fold.tests:
                 tables.append(self.score_test_set(fitted, fold, test, run_dir, timings))
@@ -224,15 +369,16 @@ class Runner:
         timings["total_seconds"] = time.perf_counter() - started
         scored = int((scores["status"] == "scored").sum())
         timings["clips_per_second"] = scored / timings["score_seconds"] if timings["score_seconds"] else None
-        record = self.make_record(seed, detector, key, folds, fold_info, scores, timings)
-        write_json(record_path, record)
+        record = self.make_record(seed, first, key, folds, fold_info, scores, timings)
+        write_json(run_dir / "record.json", record)
         shutil.rmtree(run_dir / "partial", ignore_errors=True)
-        return SeedOutcome(seed, "done", record_path, record)
+        return SeedOutcome(seed, "done", run_dir / "record.json", record)
 
     # -- fitting ------------------------------------------------------------------------------------
-    def fitted_detector(self, fold: Fold, seed: int, run_dir: Path, timings: dict) -> tuple[Detector, dict]:
-        detector = build_detector(self.s.detector, self.s.detector_options, seed, self.s.checkpoint).to(self.s.device)
-        detector.use_loader(self.loader)
+    def fitted_detector(self, detector: Detector, fold: Fold, seed: int, run_dir: Path,
+                        timings: dict) -> tuple[Detector, dict]:
+        """`detector` (built and ready) fitted on the fold's train and val sets, or restored from the
+        model this run saved before it was interrupted."""
         info = {"fold": fold.name, "train_label": fold.train_label, "fit": "none"}
         if self.s.checkpoint is not None:
             info["fit"] = "checkpoint"
@@ -241,13 +387,9 @@ class Runner:
             return detector, info
         model_dir = run_dir / "models" / _safe(fold.name)
         if model_dir.is_dir():  # fitted before this run was interrupted
-            detector = type(detector).load(model_dir).to(self.s.device)
-            detector.use_loader(self.loader)
-            return detector, _read_json(model_dir / "fit.json")
+            return self.ready(type(detector).load(model_dir), training=False), _read_json(model_dir / "fit.json")
         train = self._clip_set(select(self.indexes[fold.train.dataset], fold.train).refs(), detector)
         val = self._clip_set(select(self.indexes[fold.val.dataset], fold.val).refs() if fold.val else [], detector)
-        if len(train) == 0:
-            raise RunError(f"fold '{fold.name}': no training clips in {fold.train}")
         t0 = time.perf_counter()
         self._say(f"fitting {self.s.detector} on {len(train)} clips ({fold.train_label}, seed {seed})")
         training_dir = model_dir.with_name(model_dir.name + ".training")
@@ -274,8 +416,6 @@ class Runner:
     # -- scoring ------------------------------------------------------------------------------------
     def score_test_set(self, detector: Detector, fold: Fold, test: TestSet, run_dir: Path, timings: dict) -> pd.DataFrame:
         refs = list(select(self.indexes[test.selection.dataset], test.selection).refs())
-        if not refs:
-            raise RunError(f"test set '{test.name}' ({test.selection}) has no clips")
         partial_dir = run_dir / "partial" / _safe(fold.name) / _safe(test.name)
         done = set(_read_chunks(partial_dir)["clip_id"])
         todo = [r for r in refs if r.clip_id not in done]
@@ -285,23 +425,28 @@ class Runner:
                                           completed=len(refs) - len(todo))
         clips = self._clip_set(todo, detector, remove_audio=self.s.protocol.missing_audio)
         chunk_id = len(list(partial_dir.glob("chunk-*.parquet"))) if partial_dir.is_dir() else 0
+        watch = FailFast(f"{self.s.detector} on test set '{test.name}'")
         pending: list[tuple[ClipRef, object, float]] = []
+
+        def flush() -> None:
+            nonlocal chunk_id, pending
+            timings["load_seconds"] += sum(p[2] for p in pending)
+            table = self._score_chunk(detector, fold, test, pending, timings)
+            watch.observe([ref for ref, _, _ in pending], table)
+            watch.written.append(self._write_chunk(partial_dir, chunk_id, table))
+            chunk_id += 1
+            if task is not None:
+                self.progress.advance(task, len(pending))
+            pending = []
+
         t_load = time.perf_counter()
         for ref, clip in clips.results():
             pending.append((ref, clip, time.perf_counter() - t_load))
             if len(pending) == self.s.chunk_size:
-                timings["load_seconds"] += sum(p[2] for p in pending)
-                self._write_chunk(partial_dir, chunk_id, self._score_chunk(detector, fold, test, pending, timings))
-                chunk_id += 1
-                if task is not None:
-                    self.progress.advance(task, len(pending))
-                pending = []
+                flush()
             t_load = time.perf_counter()
         if pending:
-            timings["load_seconds"] += sum(p[2] for p in pending)
-            self._write_chunk(partial_dir, chunk_id, self._score_chunk(detector, fold, test, pending, timings))
-            if task is not None:
-                self.progress.advance(task, len(pending))
+            flush()
         table = _read_chunks(partial_dir)
         order = {r.clip_id: i for i, r in enumerate(refs)}
         return table.sort_values("clip_id", key=lambda c: c.map(order)).reset_index(drop=True)
@@ -358,9 +503,11 @@ class Runner:
             return (np.nan, "failed", "detector_error", f"{ref.path}: {type(exc).__name__}: {exc}")
 
     @staticmethod
-    def _write_chunk(partial_dir: Path, chunk_id: int, table: pd.DataFrame) -> None:
-        with atomic_write(partial_dir / f"chunk-{chunk_id:06d}.parquet", "wb") as fh:
+    def _write_chunk(partial_dir: Path, chunk_id: int, table: pd.DataFrame) -> Path:
+        path = partial_dir / f"chunk-{chunk_id:06d}.parquet"
+        with atomic_write(path, "wb") as fh:
             table.to_parquet(fh, index=False)
+        return path
 
     # -- the record ---------------------------------------------------------------------------------
     def make_record(self, seed, detector, key, folds, fold_info, scores, timings) -> dict:
@@ -380,6 +527,7 @@ class Runner:
             "scores_are_probabilities": cls.scores_are_probabilities,
             "aggregation": detector.aggregation,
             "metrics": rows,
+            "problems": run_problems(scores, folds, self.display),
             "coverage": {"total": len(scores), "scored": int(len(scores) - len(failed)), "failed": int(len(failed)),
                          "reasons": {k: int(v) for k, v in failed["reason"].value_counts().items()}},
             "folds": fold_info,
@@ -414,6 +562,43 @@ class Runner:
             log.info(message)
 
 
+class FailFast:
+    """Stops a test set whose first FAIL_FAST_CLIPS clips that reach the detector all fail with one
+    detector error. Clips the loader refused and ClipErrors (data problems) are not counted; a scored
+    clip ends the watch. On stopping, the chunks written meanwhile are removed (they hold nothing but
+    that error), so the folder holds no work and a rerun starts clean."""
+
+    DETECTOR_FAILURES = ("detector_error", "non_finite_score")
+
+    def __init__(self, what: str):
+        self.what = what
+        self.armed = True
+        self.signatures: list[str] = []
+        self.first_message = ""
+        self.written: list[Path] = []
+
+    def observe(self, refs: list[ClipRef], table: pd.DataFrame) -> None:
+        for ref, status, reason, message in zip(refs, table["status"], table["reason"], table["message"]):
+            if not self.armed:
+                return
+            if status == "scored":
+                self.armed = False
+            elif reason in self.DETECTOR_FAILURES:
+                self.first_message = self.first_message or message
+                self.signatures.append(message.replace(str(ref.path), "<clip>").replace(ref.clip_id, "<clip>"))
+                if len(self.signatures) == FAIL_FAST_CLIPS:
+                    self.armed = False
+                    if len(set(self.signatures)) == 1:
+                        self.stop()
+
+    def stop(self):
+        for chunk in self.written:
+            chunk.unlink(missing_ok=True)
+        raise RunError(f"{self.what}: the first {FAIL_FAST_CLIPS} clips all failed with the same error, so the run "
+                       f"stops instead of recording it for every clip (see the log with -v for the traceback): "
+                       f"{self.first_message}")
+
+
 def metric_rows(scores: pd.DataFrame, folds: list[Fold], display: dict[str, str], average: bool, *,
                 probabilities: bool, seed: int, n_resamples: int) -> list[dict]:
     """Metric rows of a run: per test set ("all"), per subset, and their AVG where reported."""
@@ -438,12 +623,44 @@ def metric_rows(scores: pd.DataFrame, folds: list[Fold], display: dict[str, str]
     return rows
 
 
+def run_problems(scores: pd.DataFrame, folds: list[Fold], display: dict[str, str]) -> list[str]:
+    """One line per test set whose metrics could not be computed, saying why."""
+    problems = []
+    for fold in folds:
+        for test in fold.tests:
+            part = scores[(scores["fold"] == fold.name) & (scores["test_set"] == test.name)]
+            name = f"'{display.get(test.name, test.name)}'" + (f" (fold {fold.name})" if len(folds) > 1 else "")
+            if why := not_computable(part, name):
+                problems.append(why)
+    return problems
+
+
+def not_computable(part: pd.DataFrame, name: str = "") -> str:
+    """Why AUC, AP and EER cannot be computed on the clips of `part` (test set `name`), or ""."""
+    ok = part[part["status"] == "scored"]
+    reasons = part.get("reason", pd.Series("unknown", index=part.index))[part["status"] != "scored"]
+    failed = ", ".join(f"{reason} {n}" for reason, n in reasons.value_counts().items())
+    of = f" of test set {name}" if name else ""
+    if ok.empty:
+        return f"no clip{of} could be scored: " + (failed or "it has no clips")
+    classes = set(ok["label"])
+    if len(classes) == 1:
+        kind = "real" if classes == {0} else "fake"
+        return (f"only {kind} clips{of} were scored ({len(ok)} of {len(part)}"
+                + (f"; failed: {failed}" if failed else "") + "): AUC, AP and EER need both classes")
+    return ""
+
+
 def _rows_for(part: pd.DataFrame, base: dict, probabilities: bool, seed: int, n_resamples: int) -> list[dict]:
     ok = part[part["status"] == "scored"]
     labels, values = ok["label"].to_numpy(), ok["score"].to_numpy(dtype=float)
-    computed = metrics.compute_metrics(labels, values, probabilities=probabilities)
     counts = {"n_real": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
               "n_failed": int(len(part) - len(ok))}
+    if why := not_computable(part):
+        names = [m for m in metrics.METRICS if probabilities or m != "ACC"]
+        return [{**base, "metric": name, "value": None, "ci_low": None, "ci_high": None, **counts,
+                 "not_computable": why} for name in names]
+    computed = metrics.compute_metrics(labels, values, probabilities=probabilities)
     rows = []
     for name, value in computed.items():
         low = high = None
@@ -464,9 +681,12 @@ def _average_rows(rows: list[dict]) -> list[dict]:
     out = []
     for (train, test_set, metric), group in subsets.groupby(["train", "test_set", "metric"], sort=False):
         values = group["value"].astype(float)
-        out.append({"train": train, "test_set": test_set, "subset": "AVG", "metric": metric,
-                    "value": _num(values.mean()) if values.notna().all() else None,
-                    "ci_low": None, "ci_high": None, "n_subsets": int(len(group))})
+        row = {"train": train, "test_set": test_set, "subset": "AVG", "metric": metric,
+               "value": _num(values.mean()) if values.notna().all() else None,
+               "ci_low": None, "ci_high": None, "n_subsets": int(len(group))}
+        if values.isna().any():
+            row["not_computable"] = f"{int(values.isna().sum())} of {len(group)} subsets have no {metric}"
+        out.append(row)
     return out
 
 
@@ -476,6 +696,38 @@ def _checked(ref: ClipRef, value) -> tuple[float, str, str, str]:
     if not np.isfinite(value):
         return (np.nan, "failed", "non_finite_score", f"{ref.path}: the detector returned {value}")
     return (value, "scored", "", "")
+
+
+def message_of(exc: BaseException) -> str:
+    """An exception's message as a user reads it (str of a KeyError quotes it)."""
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def _holds_work(run_dir: Path) -> bool:
+    """True if a run folder holds anything computed: a fitted model, training state, scores."""
+    return run_dir.is_dir() and any(p.is_file() and p.name != "run_key.json" for p in run_dir.rglob("*"))
+
+
+def describe_empty(index: ClipIndex, selection: Selection, protocol: Protocol) -> str:
+    """Why a selection has no clips, in the user's words: what was asked, what the index has, what to try."""
+    asked = [f"dataset '{selection.dataset}'", f"split '{selection.split}'"]
+    if selection.only_categories:
+        asked.append(f"fakes only of {', '.join(selection.only_categories)}")
+    if selection.without_categories:
+        asked.append(f"fakes not of {', '.join(selection.without_categories)}")
+    if selection.fakes != "all":
+        asked.append(f"fakes: {selection.fakes}")
+    splits = index.frame["split"].fillna("").value_counts().sort_index()
+    named = {split: n for split, n in splits.items() if split}
+    has = ", ".join(f"{split} ({n} clips)" for split, n in named.items())
+    if len(named) < len(splits):
+        has += (", and " if has else "") + f"{splits.get('', 0)} clips with no split"
+    message = f"no clip of {', '.join(asked)}; the index of '{selection.dataset}' has {has}"
+    if selection.split not in named:
+        message += (". Score every clip with --param test_split=all, or split by identity with --param split=identity"
+                    if protocol.kind == "test_only" else ". Choose another protocol (`avbench protocols list`) "
+                    "or a split the index has")
+    return message
 
 
 def _num(v):

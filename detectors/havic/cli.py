@@ -84,7 +84,7 @@ def pretrain(
     from avbench.cache import MediaCache
     from avbench.io import atomic_write, write_json
     from avbench.loader import ClipSet, MediaLoader
-    from avbench.runner import RunError, load_indexes
+    from avbench.runner import RunError, load_indexes, message_of
 
     from . import training
     from .checkpoint import CheckpointError, init_from_audiomae, init_from_marlin
@@ -103,7 +103,7 @@ def pretrain(
             raise ValueError(f"protocol '{protocol}' uses {proto.datasets()}: give --data-root for each")
         indexes, _ = load_indexes(proto, roots)
     except (KeyError, ValueError) as exc:
-        raise fail(str(exc).strip("'\""), EXIT_USAGE)
+        raise fail(message_of(exc), EXIT_USAGE)
     except (RunError, FileNotFoundError) as exc:
         raise fail(str(exc))
     refs = [ref for name in sorted(indexes) for ref in indexes[name].refs()

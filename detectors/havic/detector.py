@@ -31,7 +31,7 @@ from avbench.detector import Detector, InputSpec
 from avbench.io import sha256_file_cached
 from avbench.metrics import aggregate_windows
 
-from .checkpoint import init_from_audiomae, init_from_marlin, load_official, load_pretraining, load_strict, \
+from .checkpoint import init_from_audiomae, init_from_marlin, load_official, load_pretraining, load_strict, read_state_dict, \
     transfer_pretrained
 from .model import HAVIC, HAVICConfig, HAVICPretrain
 from .preprocess import clip_windows
@@ -127,6 +127,7 @@ class HAVICDetector(Detector):
         self._check_options()
         self._model: HAVIC | None = None
         self._training_dir: Path | None = None
+        self._pretrained: HAVICPretrain | None = None  # loaded by `prepare`, handed to `fit`
         #: Per-epoch records of the last `fit` (pre-training and fine-tuning).
         self.history: dict[str, list[dict]] = {}
 
@@ -178,6 +179,22 @@ class HAVICDetector(Detector):
 
     def use_training_dir(self, directory: Path) -> None:
         self._training_dir = Path(directory)
+
+    def prepare(self, training: bool) -> None:
+        """Read every weights file the run will use before its first clip: scoring builds the model
+        (`weights` loaded: format, hash, strict keys); fitting checks the options can fit, loads
+        `pretrained` (kept for `fit`) or `weights`, and reads `init_audiomae` / `init_marlin`."""
+        if not training:
+            self.model
+            return
+        self.check_can_fit()
+        if self.weights is not None:
+            self.model
+        if self.pretrained is not None and self._pretrained is None:
+            self._pretrained = self._pretraining_model()
+        for path in (self.init_audiomae, self.init_marlin):
+            if path is not None:
+                read_state_dict(path, trusted=self.trusted_pickle)
 
     def sources(self) -> dict:
         """The sha256 of each weights file the options name (None for a file not there yet: loading says why)."""
@@ -272,6 +289,9 @@ class HAVICDetector(Detector):
         """The model pre-training starts from (or None when there is none): `pretrained`, or a seeded random
         one initialised from AudioMAE / MARLIN when pretrain_epochs > 0."""
         cfg = self.model_config()
+        if self._pretrained is not None:
+            model, self._pretrained = self._pretrained, None
+            return model
         if self.pretrained is not None:
             return load_pretraining(self.pretrained, sha256=self.pretrained_sha256, config=cfg,
                                     trusted=self.trusted_pickle)
@@ -287,7 +307,7 @@ class HAVICDetector(Detector):
         """The model fine-tuning starts from: the `weights`, or a seeded random one given the encoders and
         interaction module of `pretrained` (or, with no pre-training, AudioMAE / MARLIN encoders)."""
         if self.weights is not None:
-            return self._build(load_weights=True)
+            return self.model
         model = self._build(load_weights=False)
         if pretrained is not None:
             transfer_pretrained(pretrained.cpu(), model)
@@ -312,15 +332,15 @@ class HAVICDetector(Detector):
         self._place(model)
 
     @classmethod
-    def load(cls, path: Path | str, expected_sha256: str | None = None) -> "HAVICDetector":
+    def load(cls, path: Path | str, expected_sha256: str | None = None, **options) -> "HAVICDetector":
         """A saved detector directory (config.json + state.npz), or a weights file in the authors' format."""
         path = Path(path)
         if path.is_file() and path.suffix in WEIGHT_SUFFIXES:
-            return cls(weights=str(path), weights_sha256=expected_sha256)
+            return cls(**{**options, "weights": str(path), "weights_sha256": expected_sha256})
         if path.is_file():
             raise ValueError(f"{path}: not a {cls.name} checkpoint; give a weights file ({', '.join(WEIGHT_SUFFIXES)}) "
                              f"or a directory saved by avbench")
-        return super().load(path, expected_sha256)
+        return super().load(path, expected_sha256, **options)
 
 
 class HAVICTinyDetector(HAVICDetector):

@@ -130,6 +130,12 @@ class FeatureDetector(Detector):
         return {b.name: {**b.describe(), "fingerprint": b.fingerprint()} for b in self.backbones}
 
     # -- features ------------------------------------------------------------------------------
+    def prepare(self, training: bool) -> None:
+        """Build each backbone on the detector's device (weights read and checked) before the first
+        clip; seconds for a large backbone, paid once per run even when every feature is cached."""
+        for backbone in self.backbones:
+            backbone.model(self.device)
+
     def use_loader(self, loader: "MediaLoader") -> None:
         self._sources = [FeatureSource(b, loader) for b in self.backbones]
 
