@@ -36,6 +36,9 @@ class MediaCache:
     def __repr__(self) -> str:
         return f"MediaCache({str(self.root)!r})"
 
+    def __getstate__(self) -> dict:  # a worker process reads the hash log itself
+        return {**self.__dict__, "_hashes": None}
+
     # -- keys ------------------------------------------------------------------------------------
     def key(self, media: Path | str, audio: Path | str | None, params: dict) -> str:
         """The entry key of `media` (and a separate `audio` file, if any) decoded with `params`."""

@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 the work could not be done (missing data, bad checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from enum import Enum
@@ -279,63 +280,113 @@ def _configured_protocol(name: str, dataset: str | None, test_sets: str | None, 
     return proto.with_params(**overrides) if overrides else proto
 
 
-# -- run ------------------------------------------------------------------------------------------------
-@app.command()
-def run(
-    detector: Annotated[str, typer.Option("--detector", "-d", help="Detector name (`avbench detectors list`).")],
-    protocol: Annotated[str, typer.Option("--protocol", "-p",
-                                          help="Protocol name (`avbench protocols list`), optionally NAME+missing_audio.")],
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds [default: the protocol's].")] = None,
-    device: Annotated[Device, typer.Option(help="Where the detector computes.")] = Device.cpu,
-    runs_dir: Annotated[Path, typer.Option(help="Where run folders and records go.")] = Path("runs"),
-    data_root: Annotated[Optional[list[str]], typer.Option(
-        help="DATASET=DIR, the folder of a dataset the protocol uses; repeat for several.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(
-        help="The protocol's dataset (training dataset for cross_dataset).")] = None,
-    test_sets: Annotated[Optional[str], typer.Option(help="cross_dataset: comma-separated test datasets.")] = None,
-    param: Annotated[Optional[list[str]], typer.Option(
-        help="KEY=VALUE overriding a protocol parameter (value read as JSON when it parses).")] = None,
-    option: Annotated[Optional[list[str]], typer.Option(
-        "--option", "-o", help="KEY=VALUE setting a detector option (a wrong key lists them); numbers, "
-                                 "true/false, none, JSON lists and objects are read as the option declares.")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option(
-        help="A trained detector to load instead of fitting (a folder written by the detector's save).")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(
-        help="Decoded-media cache [default: $AVBENCH_CACHE_DIR or ~/.cache/avbench].")] = None,
-    detect_every: Annotated[int, typer.Option(
-        min=1, help="Run the face detector on every k-th frame only (landmarks stay per frame); faster.")] = 1,
-    overwrite: Annotated[bool, typer.Option(help="Replace a run folder that holds a run with other settings.")] = False,
-):
-    """Run a detector under a protocol for each seed: fit (if it trains), score every test clip, write a record.
+# -- run and preprocess ---------------------------------------------------------------------------------
+DetectorOption = Annotated[str, typer.Option("--detector", "-d", help="Detector name (`avbench detectors list`).")]
+ProtocolOption = Annotated[str, typer.Option(
+    "--protocol", "-p", help="Protocol name (`avbench protocols list`), optionally NAME+missing_audio.")]
+DataRootOption = Annotated[Optional[list[str]], typer.Option(
+    help="DATASET=DIR (or DATASET=INDEX.parquet), the data of a dataset the protocol uses; repeat for several.")]
+DatasetOption = Annotated[Optional[str], typer.Option(
+    help="The protocol's dataset (training dataset for cross_dataset).")]
+TestSetsOption = Annotated[Optional[str], typer.Option(help="cross_dataset: comma-separated test datasets.")]
+ParamOption = Annotated[Optional[list[str]], typer.Option(
+    help="KEY=VALUE overriding a protocol parameter (value read as JSON when it parses).")]
+DetectorOptions = Annotated[Optional[list[str]], typer.Option(
+    "--option", "-o", help="KEY=VALUE setting a detector option (a wrong key lists them); numbers, "
+                           "true/false, none, JSON lists and objects are read as the option declares.")]
+CheckpointOption = Annotated[Optional[Path], typer.Option(
+    help="A trained detector to load instead of fitting (a folder written by the detector's save).")]
+CacheDirOption = Annotated[Optional[Path], typer.Option(
+    help="Decoded-media cache, shared by runs and workers [default: $AVBENCH_CACHE_DIR or ~/.cache/avbench].")]
+DetectEveryOption = Annotated[int, typer.Option(
+    min=1, help="Run the face detector on every k-th frame only (landmarks stay per frame); faster.")]
+WorkersOption = Annotated[Optional[int], typer.Option(
+    min=0, help="Processes that decode, track faces and crop [default: the usable cores]; 0 loads in this "
+                "process, without isolation from a clip that crashes or hangs.")]
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
 
-    A finished run is not redone; an interrupted one resumes where it stopped. Example:
 
-        avbench run --detector avsync --protocol test_only --dataset folder --data-root folder=~/my_videos
-    """
+ExecutorOption = Annotated[Executor, typer.Option(
+    help="local: worker processes on this machine; ray: Ray tasks on a cluster (pip install 'avbench[ray]').")]
+RayAddressOption = Annotated[Optional[str], typer.Option(
+    help="--executor ray: the cluster to join (auto, ray://HOST:10001) [default: start one on this machine].")]
+ClipTimeoutOption = Annotated[float, typer.Option(
+    min=0.001, help="Seconds one clip's loading may take; then it counts as failed ('timeout') and the run goes on.")]
+
+
+def _settings(detector, protocol, *, dataset, test_sets, param, option, data_root, workers, clip_timeout,
+              seeds=None, **rest):
+    """RunSettings from the command line; a value of the wrong form exits 2 saying the form."""
     from avbench.detector import parse_options
-    from avbench.runner import RunError, RunSettings, Runner, UsageError
+    from avbench.runner import RunSettings
+    from avbench.workers import usable_cores
 
     try:
         proto = _configured_protocol(protocol, dataset, test_sets, param)
         seed_list = _seeds(seeds) if seeds is not None else proto.seeds
-        detector_cls = registry.detectors.get(detector)
-        options = parse_options(detector_cls, pairs(option, "--option"))
+        options = parse_options(registry.detectors.get(detector), pairs(option, "--option"))
     except (KeyError, ValueError) as exc:
         raise fail(message_of(exc), EXIT_USAGE)
     except ImportError as exc:
         raise fail(str(exc))
-    settings = RunSettings(
-        detector=detector, protocol=proto, seeds=seed_list, runs_dir=runs_dir, device=device.value,
-        data_roots=_data_roots(data_root), checkpoint=checkpoint, detector_options=options,
-        cache_dir=cache_dir, overwrite=overwrite, detect_every=detect_every,
-    )
+    workers = usable_cores() if workers is None else workers
+    return RunSettings(detector=detector, protocol=proto, seeds=seed_list, data_roots=_data_roots(data_root),
+                       detector_options=options, workers=workers, clip_timeout=clip_timeout if workers else None,
+                       **rest)
+
+
+@contextlib.contextmanager
+def _runner_errors():
+    """The exit codes of a Runner's errors: UsageError 2, everything else it raises 1."""
+    from avbench.runner import RunError, UsageError
+
     try:
-        with _progress() as progress:
-            outcomes = Runner(settings, progress).run()
+        yield
     except UsageError as exc:
         raise fail(str(exc), EXIT_USAGE)
     except (RunError, FileNotFoundError, ImportError, ValueError, KeyError, OSError) as exc:
         raise fail(message_of(exc))
+
+
+@app.command()
+def run(
+    detector: DetectorOption,
+    protocol: ProtocolOption,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds [default: the protocol's].")] = None,
+    device: Annotated[Device, typer.Option(help="Where the detector computes.")] = Device.cpu,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders and records go.")] = Path("runs"),
+    data_root: DataRootOption = None,
+    dataset: DatasetOption = None,
+    test_sets: TestSetsOption = None,
+    param: ParamOption = None,
+    option: DetectorOptions = None,
+    checkpoint: CheckpointOption = None,
+    cache_dir: CacheDirOption = None,
+    detect_every: DetectEveryOption = 1,
+    workers: WorkersOption = None,
+    clip_timeout: ClipTimeoutOption = 600.0,
+    executor: ExecutorOption = Executor.local,
+    ray_address: RayAddressOption = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run folder that holds a run with other settings.")] = False,
+):
+    """Run a detector under a protocol for each seed: fit (if it trains), score every test clip, write a record.
+
+    A finished run is not redone; an interrupted one resumes where it stopped, with any number of
+    workers. Example:
+
+        avbench run --detector avsync --protocol test_only --dataset folder --data-root folder=~/my_videos
+    """
+    from avbench.runner import Runner
+
+    settings = _settings(detector, protocol, dataset=dataset, test_sets=test_sets, param=param, option=option,
+                         data_root=data_root, workers=workers, clip_timeout=clip_timeout, seeds=seeds,
+                         runs_dir=runs_dir, device=device.value, checkpoint=checkpoint, cache_dir=cache_dir,
+                         overwrite=overwrite, detect_every=detect_every, executor=executor.value,
+                         ray_address=ray_address)
+    with _runner_errors(), _progress() as progress:
+        outcomes = Runner(settings, progress).run()
     problems = []
     for outcome in outcomes:
         cov = outcome.record["coverage"]
@@ -343,11 +394,47 @@ def run(
         console.print(f"seed {outcome.seed}: {note} · coverage {cov['scored']}/{cov['total']} scored"
                       + (f", failed: {cov['reasons']}" if cov["failed"] else "") + f" · {outcome.record_path}")
         problems += [f"seed {outcome.seed}: {p}" for p in outcome.record.get("problems", [])]
-    _show_leaderboard(runs_dir, ListFormat.table, detector=detector, protocol=proto.id)
+    _show_leaderboard(runs_dir, ListFormat.table, detector=detector, protocol=settings.protocol.id)
     if problems:
         for problem in problems:
             err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False)
         raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def preprocess(
+    detector: DetectorOption,
+    protocol: ProtocolOption,
+    data_root: DataRootOption = None,
+    dataset: DatasetOption = None,
+    test_sets: TestSetsOption = None,
+    param: ParamOption = None,
+    option: DetectorOptions = None,
+    checkpoint: CheckpointOption = None,
+    cache_dir: CacheDirOption = None,
+    detect_every: DetectEveryOption = 1,
+    workers: WorkersOption = None,
+    clip_timeout: ClipTimeoutOption = 600.0,
+    executor: ExecutorOption = Executor.local,
+    ray_address: RayAddressOption = None,
+):
+    """Decode, track faces and crop every clip `avbench run` with the same arguments would read, into the cache.
+
+    On every core, with no detector weights needed: a CPU machine or a cluster prepares what a GPU
+    machine then scores without decoding (copy the cache folder, or share it). Exits 0 even when
+    clips fail; their reasons are printed and the run will count them.
+    """
+    from avbench.runner import Runner
+
+    settings = _settings(detector, protocol, dataset=dataset, test_sets=test_sets, param=param, option=option,
+                         data_root=data_root, workers=workers, clip_timeout=clip_timeout, checkpoint=checkpoint,
+                         cache_dir=cache_dir, detect_every=detect_every, executor=executor.value,
+                         ray_address=ray_address)
+    with _runner_errors(), _progress() as progress:
+        counts = Runner(settings, progress).preprocess()
+    failed = ", ".join(f"{reason} {n}" for reason, n in sorted(counts["failed"].items()))
+    console.print(f"{counts['loaded']}/{counts['clips']} clips loaded into {settings.cache_dir or 'the default cache'}"
+                  + (f"; failed: {failed}" if failed else ""))
 
 
 def _seeds(text: str) -> tuple[int, ...]:

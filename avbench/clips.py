@@ -47,6 +47,9 @@ class ClipError(Exception):
         self.reason = reason
         self.message = message
 
+    def __reduce__(self):  # crosses process boundaries (media workers) with both fields
+        return type(self), (self.reason, self.message)
+
 
 @dataclass(frozen=True)
 class ClipRef:

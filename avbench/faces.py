@@ -45,7 +45,8 @@ def predictor_path() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _dlib_models():
+def load_models():
+    """dlib's face detector and 68-point predictor, loaded once per process (about 2 s)."""
     import dlib
 
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(predictor_path()))
@@ -53,7 +54,7 @@ def _dlib_models():
 
 def detect_faces(frame: np.ndarray, upsample: int = 0) -> list[Face]:
     """All faces in one RGB uint8 frame, largest first."""
-    detector, _ = _dlib_models()
+    detector, _ = load_models()
     image = np.ascontiguousarray(frame)
     faces = []
     for rect in detector(image, upsample):
@@ -67,7 +68,7 @@ def landmarks_in_box(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
     """The 68 landmarks (68, 2) float32 of the face inside `box` (x0, y0, x1, y1), without detecting."""
     import dlib
 
-    _, predictor = _dlib_models()
+    _, predictor = load_models()
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     shape = predictor(np.ascontiguousarray(frame), dlib.rectangle(x0, y0, x1, y1))
     return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)

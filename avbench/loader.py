@@ -9,7 +9,7 @@ outcome is cached too, so a clip without a face is not searched again for the ne
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from avbench import faces, media
 from avbench.cache import MediaCache
 from avbench.clips import Clip, ClipError, ClipRef
 from avbench.detector import InputSpec
+
+if TYPE_CHECKING:
+    from avbench.workers import MediaPool
 
 
 class MediaLoader:
@@ -139,13 +142,15 @@ class ClipSet:
     """
 
     def __init__(self, refs: Sequence[ClipRef], loader: MediaLoader, spec: InputSpec, remove_audio: bool = False,
-                 needs_media: Callable[[ClipRef, bool], bool] | None = None):
+                 needs_media: Callable[[ClipRef, bool], bool] | None = None, pool: "MediaPool | None" = None):
         self.refs = list(refs)
         self.loader = loader
         self.spec = spec
         self.remove_audio = remove_audio
         #: The detector's `needs_media`: refs it answers False for are not decoded.
         self.needs_media = needs_media
+        #: Worker processes that load the clips (avbench.workers); None: this process does.
+        self.pool = pool
         self.failures: dict[str, ClipError] = {}
 
     def __len__(self) -> int:
@@ -156,18 +161,28 @@ class ClipSet:
         return np.array([ref.label for ref in self.refs], dtype=np.int64)
 
     def results(self) -> Iterator[tuple[ClipRef, Clip | ClipError]]:
-        for ref in self.refs:
-            if self.needs_media is not None and not self.needs_media(ref, self.remove_audio):
+        needed = [self.needs_media is None or self.needs_media(ref, self.remove_audio) for ref in self.refs]
+        loaded = self._load([ref for ref, need in zip(self.refs, needed) if need])
+        for ref, need in zip(self.refs, needed):
+            if not need:
                 yield ref, Clip(ref=ref, fps=self.spec.fps, audio_removed=self.remove_audio)
                 continue
-            try:
-                clip = self.loader.load(ref, self.spec, self.remove_audio)
-            except ClipError as exc:
-                self.failures[ref.clip_id] = exc
-                yield ref, exc
+            _, result = next(loaded)
+            if isinstance(result, ClipError):
+                self.failures[ref.clip_id] = result
             else:
                 self.failures.pop(ref.clip_id, None)
-                yield ref, clip
+            yield ref, result
+
+    def _load(self, refs: list[ClipRef]) -> Iterator[tuple[ClipRef, Clip | ClipError]]:
+        if self.pool is not None:
+            yield from self.pool.load_all(refs, self.spec, self.remove_audio)
+            return
+        for ref in refs:
+            try:
+                yield ref, self.loader.load(ref, self.spec, self.remove_audio)
+            except ClipError as exc:
+                yield ref, exc
 
     def __iter__(self) -> Iterator[Clip]:
         for _, result in self.results():

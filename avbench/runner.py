@@ -22,6 +22,7 @@ with a record, its metrics None and `problems` saying why.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -49,6 +50,7 @@ from avbench.detector import Detector
 from avbench.io import atomic_write, sha256_file, sha256_json, write_json
 from avbench.loader import ClipSet, MediaLoader
 from avbench.protocol import Fold, Protocol, Selection, TestSet, select
+from avbench.workers import MediaPool, RayPool
 
 log = logging.getLogger("avbench.runner")
 
@@ -87,6 +89,15 @@ class RunSettings:
     #: Run dlib's face detector on every k-th frame only (landmarks still on every frame): k times faster.
     detect_every: int = 1
     bootstrap_resamples: int = 1000
+    #: Processes that decode, track faces and crop (avbench.workers); 0: this process does, with no
+    #: isolation from a crashing or hanging clip. The CLI's default is every usable core.
+    workers: int = 0
+    #: Seconds one clip's loading may take before it counts as failed ("timeout"); needs workers.
+    clip_timeout: float | None = None
+    #: "local" (worker processes on this machine) or "ray" (tasks on a Ray cluster; `workers` unused).
+    executor: str = "local"
+    #: The Ray cluster to join ("auto", "ray://host:10001"); None starts a local one.
+    ray_address: str | None = None
 
 
 @dataclass
@@ -228,6 +239,7 @@ class Runner:
         self.progress = progress  # a rich.progress.Progress, or None
         self.loader = MediaLoader(cache=MediaCache(settings.cache_dir), detect_every=settings.detect_every)
         self._prepared: weakref.WeakSet[Detector] = weakref.WeakSet()
+        self.pool: MediaPool | None = None  # set while `media_pool` lasts
 
     @cached_property
     def _data(self) -> tuple[dict[str, ClipIndex], dict[str, str]]:
@@ -248,12 +260,62 @@ class Runner:
         """Check everything that does not depend on a clip, then run each seed not yet complete."""
         detectors = [build_detector(self.s.detector, self.s.detector_options, seed, self.s.checkpoint)
                      for seed in self.s.seeds]  # wrong options are usage errors, said before data problems
+        if not self.s.protocol.trains and detectors[0].trains and self.s.checkpoint is None:
+            raise RunError(f"detector '{self.s.detector}' learns from data: protocol '{self.s.protocol.id}' "
+                           "trains nothing, so pass --checkpoint DIR with a trained one")
         self.preflight()
         plans = [self.plan(seed, detector) for seed, detector in zip(self.s.seeds, detectors)]
         pending = [p for p in plans if p.outcome is None]
         if pending:  # the files every seed reads, opened once before the first clip is decoded
             self.ready(pending[0].detector)
-        return [plan.outcome or self.run_seed(plan) for plan in plans]
+        with self.media_pool():
+            return [plan.outcome or self.run_seed(plan) for plan in plans]
+
+    def preprocess(self) -> dict:
+        """Load every clip the run would read (train and val where the detector fits, every test
+        set) into the cache, in the worker processes, so that the run itself decodes nothing.
+        Nothing is fitted or scored and no run folder is written. Returns clip counts."""
+        detector = build_detector(self.s.detector, self.s.detector_options, self.s.seeds[0], self.s.checkpoint)
+        detector.use_loader(self.loader)
+        self.preflight()
+        fits = detector.trains and self.s.checkpoint is None
+        wanted: dict[bool, dict[str, ClipRef]] = {False: {}, True: {}}  # by remove_audio, deduplicated
+        for fold in self.s.protocol.folds(self.indexes, self.display):
+            sets = [(fold.train, False), (fold.val, False)] if fits else []
+            sets += [(t.selection, self.s.protocol.missing_audio) for t in fold.tests]
+            for selection, remove_audio in sets:
+                if selection is not None:
+                    wanted[remove_audio].update((r.clip_id, r) for r in select(self.indexes[selection.dataset],
+                                                                                selection).refs())
+        counts = {"clips": sum(map(len, wanted.values())), "loaded": 0, "failed": {}}
+        task = self.progress.add_task(f"preprocess · {self.s.detector}", total=counts["clips"]) if self.progress else None
+        with self.media_pool():
+            for remove_audio, refs in wanted.items():
+                for _, result in self._clip_set(refs.values(), detector, remove_audio).results():
+                    if isinstance(result, ClipError):
+                        counts["failed"][result.reason] = counts["failed"].get(result.reason, 0) + 1
+                    else:
+                        counts["loaded"] += 1
+                    if task is not None:
+                        self.progress.advance(task)
+        return counts
+
+    @contextlib.contextmanager
+    def media_pool(self):
+        """What loads clips while this context lasts: worker processes, a Ray cluster, or (workers=0)
+        this process."""
+        if self.s.executor == "ray":
+            pool = RayPool(self.loader, self.s.ray_address, self.s.clip_timeout)
+        elif self.s.workers == 0:
+            yield None
+            return
+        else:
+            pool = MediaPool(self.loader, self.s.workers, self.s.clip_timeout)
+        with pool as self.pool:
+            try:
+                yield self.pool
+            finally:
+                self.pool = None
 
     # -- before the first clip ----------------------------------------------------------------------
     def preflight(self) -> None:
@@ -261,9 +323,18 @@ class Runner:
         stops here, with one message, before any media is decoded and before anything is written."""
         s, cls = self.s, registry.detectors.get(self.s.detector)
         check_device(s.device)
-        if not s.protocol.trains and cls.trains and s.checkpoint is None:
-            raise RunError(f"detector '{s.detector}' learns from data: protocol '{s.protocol.id}' "
-                           "trains nothing, so pass --checkpoint DIR with a trained one")
+        if s.workers < 0:
+            raise UsageError(f"--workers takes 0 (load in this process) or more, got {s.workers}")
+        if s.executor not in ("local", "ray"):
+            raise UsageError(f"--executor takes local or ray, got '{s.executor}'")
+        if s.executor == "ray":
+            try:
+                import ray  # noqa: F401
+            except ImportError as exc:
+                raise RunError("--executor ray needs Ray: pip install 'avbench[ray]'") from exc
+        elif s.clip_timeout is not None and (s.workers == 0 or not s.clip_timeout > 0):
+            raise UsageError(f"--clip-timeout takes seconds > 0 and needs --workers >= 1 (a clip is stopped by "
+                             f"stopping its worker), got {s.clip_timeout} with {s.workers} workers")
         for what, folder in (("--runs-dir", s.runs_dir), ("--cache-dir", s.cache_dir)):
             if folder is not None and folder.exists() and not folder.is_dir():
                 raise RunError(f"{what} {folder} is a file, not a folder")
@@ -411,7 +482,7 @@ class Runner:
 
     def _clip_set(self, refs, detector: Detector, remove_audio: bool = False) -> ClipSet:
         return ClipSet(list(refs), self.loader, detector.input_spec, remove_audio=remove_audio,
-                       needs_media=detector.needs_media)
+                       needs_media=detector.needs_media, pool=self.pool)
 
     # -- scoring ------------------------------------------------------------------------------------
     def score_test_set(self, detector: Detector, fold: Fold, test: TestSet, run_dir: Path, timings: dict) -> pd.DataFrame:

@@ -7,12 +7,15 @@ download. `sample_media(directory)` writes the whole set; the building blocks ar
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from avbench.encode import write_media
+from avbench.loader import MediaLoader
 
 #: In skimage.data.astronaut(): centre of dlib's face box and mean of the mouth landmarks (48-67).
 ASTRONAUT_FACE_CENTRE = (222.5, 126.5)
@@ -124,3 +127,15 @@ def sample_media(directory: Path | str, seconds: float = 1.0, size: int = 160) -
     paths["no_frames"] = without_frames(paths["talking_mkv"], directory / "no_frames.mkv")
     paths["truncated_prefix"] = truncate(paths["faststart"], directory / "truncated_prefix.mp4", 0.75)
     return paths
+
+
+class SabotagedLoader(MediaLoader):
+    """A MediaLoader that kills its process on files whose name contains `crash` (as a decoder's
+    segfault would) and never returns on those containing `hang`: what worker isolation must survive."""
+
+    def load(self, ref, spec, remove_audio=False):
+        if "crash" in ref.path.name:
+            os.abort()
+        if "hang" in ref.path.name:
+            time.sleep(3600)
+        return super().load(ref, spec, remove_audio)

@@ -28,3 +28,20 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def sabotaged_folder(tmp_path_factory):
+    """A user's folder where, for avbench.testing.SabotagedLoader, one file kills the process decoding it
+    and one never finishes; one more is corrupt."""
+    from avbench.encode import write_media
+    from avbench.testing import random_bytes, talking_face
+
+    root = tmp_path_factory.mktemp("sabotaged")
+    face = talking_face(seconds=1.0, size=96)
+    for label, names in (("real", ["a", "crash_b", "c"]), ("fake", ["d", "hang_e", "f"])):
+        (root / label).mkdir()
+        for name in names:
+            write_media(root / label / f"{name}.mp4", face.frames, face.fps, face.audio, face.sample_rate)
+    random_bytes(root / "fake" / "g_corrupt.mp4")
+    return root

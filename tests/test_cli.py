@@ -9,7 +9,7 @@ from avbench.cli import app
 
 runner = CliRunner()
 
-COMMANDS = [[], ["run"], ["leaderboard"], ["check"], ["demo"], ["export"], ["detectors", "list"], ["datasets", "list"],
+COMMANDS = [[], ["run"], ["preprocess"], ["leaderboard"], ["check"], ["demo"], ["export"], ["detectors", "list"], ["datasets", "list"],
             ["datasets", "index"], ["protocols", "list"], ["protocols", "show"]]
 
 

@@ -1,0 +1,60 @@
+"""`--executor ray` on a local Ray cluster the test starts: the same scores and record as the local
+executor, a run killed under one executor resumes under the other, and a clip that kills its Ray
+worker or hangs is counted with its reason."""
+
+import pandas as pd
+import pytest
+
+from avbench import protocol
+from avbench.runner import RunSettings, Runner
+from avbench.testing import SabotagedLoader
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def settings(tmp_path, root, runs, **kw):
+    return RunSettings(detector="handcrafted", protocol=protocol.get("demo"), seeds=(0,), runs_dir=tmp_path / runs,
+                       data_roots={"demo": root}, cache_dir=tmp_path / f"cache-{runs}", chunk_size=2, **kw)
+
+
+def scores_of(outcome):
+    return pd.read_parquet(outcome.record_path.parent / "scores.parquet").drop(columns=["seconds"])
+
+
+def test_ray_gives_the_local_record_and_a_killed_run_resumes_on_the_other_executor(
+        local_cluster, tiny_demo, tmp_path, monkeypatch):
+    (local,) = Runner(settings(tmp_path, tiny_demo, "local")).run()
+    (on_ray,) = Runner(settings(tmp_path, tiny_demo, "ray", executor="ray")).run()
+    assert scores_of(on_ray).equals(scores_of(local)) and on_ray.record["metrics"] == local.record["metrics"]
+
+    real_write, written = Runner._write_chunk, []
+
+    def write_then_die(partial_dir, chunk_id, table):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(chunk_id)
+        return real_write(partial_dir, chunk_id, table)
+
+    monkeypatch.setattr(Runner, "_write_chunk", staticmethod(write_then_die))
+    with pytest.raises(KeyboardInterrupt):
+        Runner(settings(tmp_path, tiny_demo, "switched", executor="ray")).run()
+    monkeypatch.setattr(Runner, "_write_chunk", staticmethod(real_write))
+    (resumed,) = Runner(settings(tmp_path, tiny_demo, "switched", workers=1)).run()
+    assert scores_of(resumed).equals(scores_of(local)) and resumed.record["metrics"] == local.record["metrics"]
+
+
+def test_a_clip_that_kills_its_ray_worker_or_hangs_is_counted(local_cluster, sabotaged_folder, tmp_path):
+    runner = Runner(RunSettings(detector="avsync", protocol=protocol.get("test_only"), seeds=(0,),
+                                runs_dir=tmp_path / "runs", data_roots={"folder": sabotaged_folder},
+                                cache_dir=tmp_path / "cache", executor="ray", clip_timeout=8))
+    runner.loader = SabotagedLoader(runner.loader.cache)
+    (outcome,) = runner.run()
+    assert outcome.record["coverage"]["reasons"] == {"worker_crashed": 1, "timeout": 1, "corrupt_media": 1}
+    assert outcome.record["coverage"]["scored"] == 4
