@@ -1,11 +1,12 @@
 """How a cold run scales with media workers: the same run, empty cache, with 0 (in process), 1, 2, ... workers.
 
-    python benchmarks/scaling.py [--clips 24] [--seconds 4] [--size 224] [--detector avsync] [--workers 0,1,2]
+    python benchmarks/scaling.py [--clips 24] [--seconds 4] [--size 224] [--detector avsync] [--workers 0,1,2] [--ray]
 
 Generates a folder of talking-face clips (half real, half with shifted audio), runs `--detector` under
 protocol test_only on it with each worker count, each time with a new cache, and prints clips/s, the
-speed-up against one worker, and the peak resident memory of the run's process and of its largest
-worker. The scores of every run are checked to be identical. Media workers load what the detector's
+speed-up against one worker, and the peak resident memory of the run's process and of the largest
+child process so far (a worker; on the Ray row, Ray's own processes too). `--ray` adds a run on a local Ray cluster of the usable cores (`--executor ray`). The
+scores of every run are checked to be identical. Media workers load what the detector's
 InputSpec asks for (decode, face tracking, crops); the detector scores in this process meanwhile.
 """
 
@@ -51,18 +52,24 @@ def main() -> None:
     parser.add_argument("--detector", default="avsync")
     parser.add_argument("--detect-every", type=int, default=1)
     parser.add_argument("--workers", default=",".join(map(str, sorted({0, 1, 2, usable_cores()}))))
+    parser.add_argument("--ray", action="store_true", help="also run on a local Ray cluster")
     args = parser.parse_args()
-    counts = [int(w) for w in args.workers.split(",")]
+    counts: list[int | str] = [int(w) for w in args.workers.split(",")] + (["ray"] if args.ray else [])
     with tempfile.TemporaryDirectory() as tmp:
         root = corpus(Path(tmp) / "clips", args.clips, args.seconds, args.size)
         print(f"{args.clips} clips of {args.seconds:g} s at {args.size} px, detector {args.detector}, "
               f"detect_every {args.detect_every}, {usable_cores()} usable cores")
-        print(f"{'workers':>7} {'seconds':>8} {'clips/s':>8} {'vs 1':>6} {'peak MiB (run, worker)':>24}")
+        print(f"{'workers':>7} {'seconds':>8} {'clips/s':>8} {'vs 1':>6} {'peak MiB: run':>14} {'child':>6}")
         rates, first_scores = {}, None
         for n in counts:
+            if n == "ray":
+                import ray
+
+                ray.init(num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False, configure_logging=False)
             settings = RunSettings(detector=args.detector, protocol=protocol.get("test_only"), seeds=(0,),
                                    runs_dir=Path(tmp) / f"runs{n}", data_roots={"folder": root},
-                                   cache_dir=Path(tmp) / f"cache{n}", workers=n, detect_every=args.detect_every)
+                                   cache_dir=Path(tmp) / f"cache{n}", workers=n if n != "ray" else 0,
+                                   executor="ray" if n == "ray" else "local", detect_every=args.detect_every)
             start = time.perf_counter()
             (outcome,) = Runner(settings).run()
             elapsed = time.perf_counter() - start
@@ -74,7 +81,7 @@ def main() -> None:
             rates[n] = args.clips / elapsed
             versus = f"{rates[n] / rates[1]:.2f}x" if 1 in rates else "-"
             print(f"{n:>7} {elapsed:8.1f} {rates[n]:8.2f} {versus:>6} "
-                  f"{peak_mib(resource.RUSAGE_SELF):>11.0f} {peak_mib(resource.RUSAGE_CHILDREN):>11.0f}")
+                  f"{peak_mib(resource.RUSAGE_SELF):>14.0f} {peak_mib(resource.RUSAGE_CHILDREN):>6.0f}")
         print("scores identical across worker counts")
 
 
