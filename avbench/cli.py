@@ -340,13 +340,13 @@ def _settings(detector, protocol, *, dataset, test_sets, param, option, data_roo
 @contextlib.contextmanager
 def _runner_errors():
     """The exit codes of a Runner's errors: UsageError 2, everything else it raises 1."""
-    from avbench.runner import RunError, UsageError
+    from avbench.runner import UsageError
 
     try:
         yield
     except UsageError as exc:
         raise fail(str(exc), EXIT_USAGE)
-    except (RunError, FileNotFoundError, ImportError, ValueError, KeyError, OSError) as exc:
+    except (RuntimeError, FileNotFoundError, ImportError, ValueError, KeyError, OSError) as exc:  # RunError too
         raise fail(message_of(exc))
 
 

@@ -61,6 +61,10 @@ def _serve(loader: MediaLoader, conn: Connection) -> None:
         conn.send((seq, result))
 
 
+class PoolError(RuntimeError):
+    """The pool itself cannot work (its workers die before loading anything): the run stops."""
+
+
 class _Worker:
     def __init__(self, loader: MediaLoader):
         self.conn, child = _CONTEXT.Pipe(duplex=True)
@@ -177,6 +181,10 @@ class MediaPool:
                     worker.task = None
             if worker.task is None:
                 continue
+            if not worker.process.is_alive() and not worker.ready:  # not a clip's fault: every worker would
+                raise PoolError(f"a media worker died while starting ({_exit_text(worker.process.exitcode)}); "
+                                "a script that runs avbench with workers needs `if __name__ == \"__main__\":`, "
+                                "see the worker's error above")
             if not worker.process.is_alive():
                 done[seq] = ClipError("worker_crashed", f"{ref.path}: the worker loading it died "
                                                         f"({_exit_text(worker.process.exitcode)}); the run goes on")
@@ -186,18 +194,17 @@ class MediaPool:
                                                  "(--clip-timeout); its worker was stopped")
                 self._replace(i, kill=True)
 
-    def _replace(self, i: int, kill: bool) -> None:
+    def _replace(self, i: int, kill: bool, counted: bool = True) -> None:
         self._workers[i].stop(kill=kill)
         self._workers[i] = _Worker(self.loader)
-        self.replaced += 1
+        self.replaced += counted
 
     def _abandon(self) -> None:
-        """A consumer that stopped early leaves clips in flight: their workers are replaced so that
-        no stale answer reaches the next `load_all`."""
+        """A consumer that stopped early leaves clips in flight: their workers are replaced (not
+        counted: no clip's fault) so that no stale answer reaches the next `load_all`."""
         for i, worker in enumerate(self._workers):
             if worker.task is not None:
-                self._replace(i, kill=True)
-                self.replaced -= 1  # not a clip's fault
+                self._replace(i, kill=True, counted=False)
 
 
 def _load_one(loader: MediaLoader, ref: ClipRef, spec: InputSpec, remove_audio: bool) -> Clip | Exception:
