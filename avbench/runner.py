@@ -374,6 +374,9 @@ class Runner:
         plan = SeedPlan(seed, run_dir, detector, key)
         key_path, record_path = run_dir / "run_key.json", run_dir / "record.json"
         if not key_path.exists():
+            if _holds_work(run_dir) and not self.s.overwrite:
+                raise RunError(f"{run_dir} holds files but no run_key.json: not a run avbench can resume; "
+                               "pass --overwrite to replace it or choose another --runs-dir")
             plan.replace = run_dir.exists()
             return plan
         stored = _read_json(key_path)

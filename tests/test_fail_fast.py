@@ -295,3 +295,12 @@ def test_options_are_read_as_the_detector_declares_them():
     for bad in ({"max_offset": "1.5"}, {"max_offset": ""}, {"slope": "nan"}, {"max_seconds": "soon"}):
         with pytest.raises(OptionError, match="takes"):
             parse_options(AVSyncDetector, bad)
+
+
+def test_a_folder_of_other_files_is_never_removed_without_overwrite(tmp_path, tiny_demo):
+    run_dir = tmp_path / "runs/random/demo/seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="holds files but no run_key.json"):
+        Runner(settings(tmp_path, tiny_demo)).run()
+    assert (run_dir / "notes.txt").read_text() == "mine"
