@@ -327,12 +327,7 @@ class Runner:
             raise UsageError(f"--workers takes 0 (load in this process) or more, got {s.workers}")
         if s.executor not in ("local", "ray"):
             raise UsageError(f"--executor takes local or ray, got '{s.executor}'")
-        if s.executor == "ray":
-            try:
-                import ray  # noqa: F401
-            except ImportError as exc:
-                raise RunError("--executor ray needs Ray: pip install 'avbench[ray]'") from exc
-        elif s.clip_timeout is not None and (s.workers == 0 or not s.clip_timeout > 0):
+        if s.executor == "local" and s.clip_timeout is not None and (s.workers == 0 or not s.clip_timeout > 0):
             raise UsageError(f"--clip-timeout takes seconds > 0 and needs --workers >= 1 (a clip is stopped by "
                              f"stopping its worker), got {s.clip_timeout} with {s.workers} workers")
         for what, folder in (("--runs-dir", s.runs_dir), ("--cache-dir", s.cache_dir)):
@@ -351,8 +346,6 @@ class Runner:
         try:
             indexes = self.indexes
             folds = s.protocol.folds(indexes, self.display)
-        except RunError:
-            raise
         except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
             raise RunError(message_of(exc)) from exc
         fits = cls.trains and s.checkpoint is None

@@ -139,22 +139,16 @@ class MediaPool:
         if not self._workers:
             self._workers = [_Worker(self.loader) for _ in range(self.n_workers)]
         todo = deque(enumerate(refs))
-        done: dict[int, Clip | ClipError] = {}
-        next_out = 0
+
+        def advance(done: dict, next_out: int) -> None:
+            for worker in self._workers:
+                if worker.task is None and todo and todo[0][0] < next_out + self.ahead:
+                    seq, ref = todo.popleft()
+                    worker.send(seq, ref, spec, remove_audio, self.clip_timeout)
+            self._collect(done)
+
         try:
-            while next_out < len(refs):
-                if next_out in done:
-                    result = done.pop(next_out)
-                    if not isinstance(result, (Clip, ClipError)):
-                        raise result
-                    yield refs[next_out], result
-                    next_out += 1
-                    continue
-                for worker in self._workers:
-                    if worker.task is None and todo and todo[0][0] < next_out + self.ahead:
-                        seq, ref = todo.popleft()
-                        worker.send(seq, ref, spec, remove_audio, self.clip_timeout)
-                self._collect(done)
+            yield from _in_order(refs, advance)
         finally:
             self._abandon()
 
@@ -207,6 +201,20 @@ class MediaPool:
                 self._replace(i, kill=True, counted=False)
 
 
+def _in_order(refs: Sequence[ClipRef], advance) -> Iterator[tuple[ClipRef, Clip | ClipError]]:
+    """Yield each ref's answer in the order of `refs`; `advance(done, next_out)` starts more work and
+    waits until something happens, putting answers into `done` by position. An answer that is
+    neither a Clip nor a ClipError is the loader's bug, raised here."""
+    done: dict[int, Clip | ClipError | Exception] = {}
+    for next_out, ref in enumerate(refs):
+        while next_out not in done:
+            advance(done, next_out)
+        result = done.pop(next_out)
+        if not isinstance(result, (Clip, ClipError)):
+            raise result
+        yield ref, result
+
+
 def _load_one(loader: MediaLoader, ref: ClipRef, spec: InputSpec, remove_audio: bool) -> Clip | Exception:
     """One clip's loading as a Ray task: its outcome, never an exception (those are for the worker's death)."""
     try:
@@ -255,40 +263,36 @@ class RayPool:
                  ) -> Iterator[tuple[ClipRef, Clip | ClipError]]:
         ray = self._ray
         running: dict = {}  # ObjectRef -> (seq, deadline)
-        done: dict[int, Clip | ClipError] = {}
-        submitted = next_out = 0
+        submitted = 0
+
+        def advance(done: dict, next_out: int) -> None:
+            nonlocal submitted
+            while submitted < len(refs) and len(running) < self.slots and submitted < next_out + self.ahead:
+                task = self._task.remote(self._loader, refs[submitted], spec, remove_audio)
+                deadline = time.monotonic() + self.clip_timeout if self.clip_timeout else float("inf")
+                running[task] = (submitted, deadline)
+                submitted += 1
+            first = min(deadline for _, deadline in running.values())
+            timeout = None if first == float("inf") else max(0.0, first - time.monotonic())
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
+            for task in ready:
+                seq, _ = running.pop(task)
+                try:
+                    done[seq] = ray.get(task)
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                        ray.exceptions.RayTaskError, ray.exceptions.ObjectLostError) as exc:
+                    done[seq] = ClipError("worker_crashed", f"{refs[seq].path}: the Ray worker loading it died "
+                                                            f"({type(exc).__name__}); the run goes on")
+            now = time.monotonic()
+            for task, (seq, deadline) in list(running.items()):
+                if now > deadline:
+                    ray.cancel(task, force=True)
+                    del running[task]
+                    done[seq] = ClipError("timeout", f"{refs[seq].path}: loading took more than "
+                                                     f"{self.clip_timeout:g} s (--clip-timeout); its task was cancelled")
+
         try:
-            while next_out < len(refs):
-                if next_out in done:
-                    result = done.pop(next_out)
-                    if not isinstance(result, (Clip, ClipError)):
-                        raise result
-                    yield refs[next_out], result
-                    next_out += 1
-                    continue
-                while submitted < len(refs) and len(running) < self.slots and submitted < next_out + self.ahead:
-                    task = self._task.remote(self._loader, refs[submitted], spec, remove_audio)
-                    deadline = time.monotonic() + self.clip_timeout if self.clip_timeout else float("inf")
-                    running[task] = (submitted, deadline)
-                    submitted += 1
-                first = min(deadline for _, deadline in running.values())
-                timeout = None if first == float("inf") else max(0.0, first - time.monotonic())
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
-                for task in ready:
-                    seq, _ = running.pop(task)
-                    try:
-                        done[seq] = ray.get(task)
-                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                            ray.exceptions.RayTaskError, ray.exceptions.ObjectLostError) as exc:
-                        done[seq] = ClipError("worker_crashed", f"{refs[seq].path}: the Ray worker loading it died "
-                                                                f"({type(exc).__name__}); the run goes on")
-                now = time.monotonic()
-                for task, (seq, deadline) in list(running.items()):
-                    if now > deadline:
-                        ray.cancel(task, force=True)
-                        del running[task]
-                        done[seq] = ClipError("timeout", f"{refs[seq].path}: loading took more than "
-                                                         f"{self.clip_timeout:g} s (--clip-timeout); its task was cancelled")
+            yield from _in_order(refs, advance)
         finally:
             for task in running:
                 ray.cancel(task, force=True)

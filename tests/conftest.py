@@ -45,3 +45,26 @@ def sabotaged_folder(tmp_path_factory):
             write_media(root / label / f"{name}.mp4", face.frames, face.fps, face.audio, face.sample_rate)
     random_bytes(root / "fake" / "g_corrupt.mp4")
     return root
+
+
+@pytest.fixture
+def interrupted_after_two_chunks(monkeypatch):
+    """`interrupt()` makes the next run stop (KeyboardInterrupt) when it is about to write its third
+    chunk of scores, and returns `restart()`, which lets runs write again as a restarted run would."""
+    from avbench.runner import Runner
+
+    real_write = Runner._write_chunk
+
+    def interrupt():
+        written = []
+
+        def write_then_die(partial_dir, chunk_id, table):
+            if len(written) == 2:
+                raise KeyboardInterrupt
+            written.append(chunk_id)
+            return real_write(partial_dir, chunk_id, table)
+
+        monkeypatch.setattr(Runner, "_write_chunk", staticmethod(write_then_die))
+        return lambda: monkeypatch.setattr(Runner, "_write_chunk", staticmethod(real_write))
+
+    return interrupt

@@ -29,23 +29,15 @@ def scores_of(outcome):
 
 
 def test_ray_gives_the_local_record_and_a_killed_run_resumes_on_the_other_executor(
-        local_cluster, tiny_demo, tmp_path, monkeypatch):
+        local_cluster, tiny_demo, tmp_path, interrupted_after_two_chunks):
     (local,) = Runner(settings(tmp_path, tiny_demo, "local")).run()
     (on_ray,) = Runner(settings(tmp_path, tiny_demo, "ray", executor="ray")).run()
     assert scores_of(on_ray).equals(scores_of(local)) and on_ray.record["metrics"] == local.record["metrics"]
 
-    real_write, written = Runner._write_chunk, []
-
-    def write_then_die(partial_dir, chunk_id, table):
-        if len(written) == 2:
-            raise KeyboardInterrupt
-        written.append(chunk_id)
-        return real_write(partial_dir, chunk_id, table)
-
-    monkeypatch.setattr(Runner, "_write_chunk", staticmethod(write_then_die))
+    restart = interrupted_after_two_chunks()
     with pytest.raises(KeyboardInterrupt):
         Runner(settings(tmp_path, tiny_demo, "switched", executor="ray")).run()
-    monkeypatch.setattr(Runner, "_write_chunk", staticmethod(real_write))
+    restart()
     (resumed,) = Runner(settings(tmp_path, tiny_demo, "switched", workers=1)).run()
     assert scores_of(resumed).equals(scores_of(local)) and resumed.record["metrics"] == local.record["metrics"]
 

@@ -97,7 +97,8 @@ def test_run_with_workers_counts_crashes_and_scores_the_rest_as_in_process(sabot
     assert ours.loc[theirs.index, shared].equals(theirs[shared])
 
 
-def test_same_scores_and_record_with_0_1_and_2_workers_and_resume_across_counts(tiny_demo, tmp_path, monkeypatch):
+def test_same_scores_and_record_with_0_1_and_2_workers_and_resume_across_counts(tiny_demo, tmp_path,
+                                                                               interrupted_after_two_chunks):
     def settings(runs, workers, **kw):
         return RunSettings(detector="handcrafted", protocol=protocol.get("demo"), seeds=(0,), runs_dir=tmp_path / runs,
                            data_roots={"demo": tiny_demo}, cache_dir=tmp_path / f"cache-{runs}", workers=workers,
@@ -108,20 +109,10 @@ def test_same_scores_and_record_with_0_1_and_2_workers_and_resume_across_counts(
     assert records[0].record["metrics"] == records[2].record["metrics"]
 
     # killed after its second chunk with a worker process, resumed in this process: the same record
-    from avbench import runner as runner_module
-
-    real_write, written = Runner._write_chunk, []
-
-    def write_then_die(partial_dir, chunk_id, table):
-        if len(written) == 2:
-            raise KeyboardInterrupt
-        written.append(chunk_id)
-        return real_write(partial_dir, chunk_id, table)
-
-    monkeypatch.setattr(runner_module.Runner, "_write_chunk", staticmethod(write_then_die))
+    restart = interrupted_after_two_chunks()
     with pytest.raises(KeyboardInterrupt):
         Runner(settings("resumed", 1)).run()
-    monkeypatch.setattr(runner_module.Runner, "_write_chunk", staticmethod(real_write))
+    restart()
     (resumed,) = Runner(settings("resumed", 0)).run()
     assert scores_of(resumed).equals(scores_of(records[0]))
     assert resumed.record["metrics"] == records[0].record["metrics"]
