@@ -19,7 +19,7 @@ import numpy as np
 from avbench.io import atomic_write, sha256_file, sha256_json
 
 #: Bump when decoding, face tracking or cropping changes what the loader produces.
-MEDIA_VERSION = "1"
+MEDIA_VERSION = "2"  # 2: faces followed by landmarks (faces.Tracking), crops resized by Pillow
 
 
 def default_cache_dir() -> Path:
@@ -95,6 +95,6 @@ class MediaCache:
 
     def put(self, key: str, arrays: dict[str, np.ndarray]) -> Path:
         path = self.path(key)
-        with atomic_write(path, "wb") as fh:
+        with atomic_write(path, "wb", durable=False) as fh:  # a torn entry reads as a miss (see get)
             np.savez(fh, **arrays)
         return path

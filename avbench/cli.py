@@ -21,7 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from avbench import __version__, registry
-from avbench.cli_support import EXIT_ERROR, EXIT_REGRESSION, EXIT_USAGE, Device, err_console, fail, pairs
+from avbench.cli_support import (DETECT_EVERY, EXIT_ERROR, EXIT_REGRESSION, EXIT_USAGE, LANDMARK_EVERY, Device,
+                                 DetectEveryOption, LandmarkEveryOption, err_console, fail, pairs, tracking)
 from avbench.cli_support import main as _main
 from avbench.detectors.avhubert.cli import app as avhubert_app
 from avbench.detectors.havic.cli import app as havic_app
@@ -298,8 +299,6 @@ CheckpointOption = Annotated[Optional[Path], typer.Option(
     help="A trained detector to load instead of fitting (a folder written by the detector's save).")]
 CacheDirOption = Annotated[Optional[Path], typer.Option(
     help="Decoded-media cache, shared by runs and workers [default: $AVBENCH_CACHE_DIR or ~/.cache/avbench].")]
-DetectEveryOption = Annotated[int, typer.Option(
-    min=1, help="Run the face detector on every k-th frame only (landmarks stay per frame); faster.")]
 WorkersOption = Annotated[Optional[int], typer.Option(
     min=0, help="Processes that decode, track faces and crop [default: the usable cores]; 0 loads in this "
                 "process, without isolation from a clip that crashes or hangs.")]
@@ -364,7 +363,8 @@ def run(
     option: DetectorOptions = None,
     checkpoint: CheckpointOption = None,
     cache_dir: CacheDirOption = None,
-    detect_every: DetectEveryOption = 1,
+    landmark_every: LandmarkEveryOption = LANDMARK_EVERY,
+    detect_every: DetectEveryOption = DETECT_EVERY,
     workers: WorkersOption = None,
     clip_timeout: ClipTimeoutOption = 600.0,
     executor: ExecutorOption = Executor.local,
@@ -383,7 +383,7 @@ def run(
     settings = _settings(detector, protocol, dataset=dataset, test_sets=test_sets, param=param, option=option,
                          data_root=data_root, workers=workers, clip_timeout=clip_timeout, seeds=seeds,
                          runs_dir=runs_dir, device=device.value, checkpoint=checkpoint, cache_dir=cache_dir,
-                         overwrite=overwrite, detect_every=detect_every, executor=executor.value,
+                         overwrite=overwrite, tracking=tracking(landmark_every, detect_every), executor=executor.value,
                          ray_address=ray_address)
     with _runner_errors(), _progress() as progress:
         outcomes = Runner(settings, progress).run()
@@ -412,7 +412,8 @@ def preprocess(
     option: DetectorOptions = None,
     checkpoint: CheckpointOption = None,
     cache_dir: CacheDirOption = None,
-    detect_every: DetectEveryOption = 1,
+    landmark_every: LandmarkEveryOption = LANDMARK_EVERY,
+    detect_every: DetectEveryOption = DETECT_EVERY,
     workers: WorkersOption = None,
     clip_timeout: ClipTimeoutOption = 600.0,
     executor: ExecutorOption = Executor.local,
@@ -428,7 +429,7 @@ def preprocess(
 
     settings = _settings(detector, protocol, dataset=dataset, test_sets=test_sets, param=param, option=option,
                          data_root=data_root, workers=workers, clip_timeout=clip_timeout, checkpoint=checkpoint,
-                         cache_dir=cache_dir, detect_every=detect_every, executor=executor.value,
+                         cache_dir=cache_dir, tracking=tracking(landmark_every, detect_every), executor=executor.value,
                          ray_address=ray_address)
     with _runner_errors(), _progress() as progress:
         counts = Runner(settings, progress).preprocess()

@@ -8,6 +8,7 @@ Exit codes: 0 success; 1 the work could not be done (missing data, bad checkpoin
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,6 +22,21 @@ err_console = Console(stderr=True)
 class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
+
+
+#: faces.Tracking's defaults, repeated so that `--help` shows them without importing numpy (tested equal).
+LANDMARK_EVERY, DETECT_EVERY = 5, 100
+LandmarkEveryOption = Annotated[int, typer.Option(
+    min=1, help="Place 68-point landmarks on every k-th frame and interpolate between (1: every frame).")]
+DetectEveryOption = Annotated[int, typer.Option(
+    min=1, help="Frames between face detections while a face is tracked (it is re-detected sooner when lost).")]
+
+
+def tracking(landmark_every: int, detect_every: int):
+    """The faces.Tracking of --landmark-every and --detect-every."""
+    from avbench.faces import Tracking
+
+    return Tracking(landmark_every=landmark_every, detect_every=detect_every)
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:

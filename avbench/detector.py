@@ -36,6 +36,8 @@ class InputSpec:
     frame_crop: with frame_size, scale the shorter side to frame_size and cut the centre square
     (the CLIP / VideoMAE convention) instead of squeezing the whole frame into the square.
     face_size / mouth_size: square crops from 68-point landmarks (None: not needed).
+    frames: keep the whole frames too; a detector that reads only crops says False, and its cache
+    entries and read-ahead queue hold a fraction of the bytes (a 4 s 224 px clip: 15 MB of frames).
     max_seconds: decode at most this much from the start of the clip (None: all of it).
     audio_optional: the detector accepts `clip.audio is None`; otherwise a missing-audio
     protocol hands it a silent track of the clip's length, as HAVIC's paper does for baselines.
@@ -47,6 +49,7 @@ class InputSpec:
     frame_crop: bool = False
     face_size: int | None = None
     mouth_size: int | None = None
+    frames: bool = True
     max_seconds: float | None = None
     audio_optional: bool = False
 
@@ -57,6 +60,10 @@ class InputSpec:
     @property
     def needs_faces(self) -> bool:
         return self.face_size is not None or self.mouth_size is not None
+
+    def __post_init__(self):
+        if not self.frames and not self.needs_faces:
+            raise ValueError(f"frames=False leaves nothing to decode from the video: set face_size or mouth_size ({self})")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -11,16 +11,20 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path | str, mode: str = "w"):
-    """Write to a temporary file beside `path`, then rename it over `path` on success."""
+def atomic_write(path: Path | str, mode: str = "w", durable: bool = True):
+    """Write to a temporary file beside `path`, then rename it over `path` on success.
+
+    durable: flush to disk before the rename, so a power cut leaves the old file or the new one
+    whole. Without, a reader must treat a torn file as absent (the media cache does)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -9,6 +9,7 @@ outcome is cached too, so a clip without a face is not searched again for the ne
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
@@ -23,13 +24,11 @@ if TYPE_CHECKING:
 
 
 class MediaLoader:
-    """Decodes clips for an InputSpec; `detect_every` > 1 runs the face detector on every k-th frame only."""
+    """Decodes clips for an InputSpec; `tracking` says how faces are followed (faces.Tracking)."""
 
-    def __init__(self, cache: MediaCache | None = None, detect_every: int = 1):
-        if detect_every < 1:
-            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+    def __init__(self, cache: MediaCache | None = None, tracking: faces.Tracking = faces.Tracking()):
         self.cache = cache
-        self.detect_every = detect_every
+        self.tracking = tracking
 
     def load(self, ref: ClipRef, spec: InputSpec, remove_audio: bool = False) -> Clip:
         """The clip's inputs for `spec`. remove_audio (missing-audio protocols): the audio is not
@@ -57,10 +56,12 @@ class MediaLoader:
             "fps": spec.fps, "frame_size": spec.frame_size, "face_size": spec.face_size,
             "mouth_size": spec.mouth_size, "max_seconds": spec.max_seconds, "audio": needs_audio,
             "sample_rate": media.SAMPLE_RATE,
-            "detect_every": self.detect_every if spec.needs_faces else None,
+            "tracking": asdict(self.tracking) if spec.needs_faces else None,
         }
         if spec.frame_crop:  # only when set, so that the keys of existing cache entries stay valid
             params["frame_crop"] = True
+        if not spec.frames:
+            params["frames"] = False
         return self.cache.key(ref.path, audio_file, params)
 
     def _decoded(self, ref: ClipRef, spec: InputSpec, needs_audio: bool) -> dict[str, np.ndarray]:
@@ -106,12 +107,13 @@ class MediaLoader:
                 offset = np.array([(width - side) // 2, (height - side) // 2], dtype=np.float32)
                 height = width = side
             scale = np.array([spec.frame_size / width, spec.frame_size / height], dtype=np.float32)
-            arrays["frames"] = media.resize_frames(frames, spec.frame_size, crop=spec.frame_crop)
-        else:
+            if spec.frames:
+                arrays["frames"] = media.resize_frames(frames, spec.frame_size, crop=spec.frame_crop)
+        elif spec.frames:
             arrays["frames"] = frames
         if spec.needs_faces:
             try:
-                boxes, landmarks = faces.track_faces(frames, self.detect_every)
+                boxes, landmarks = faces.track_faces(frames, self.tracking)
             except ClipError as exc:
                 raise ClipError(exc.reason, f"{ref.path}: {exc.message}") from exc
             if spec.face_size is not None:
@@ -125,8 +127,9 @@ class MediaLoader:
     @staticmethod
     def _video_seconds(clip: Clip, spec: InputSpec) -> float:
         """Length of the clip's video: of the decoded frames, else as the container states it."""
-        if clip.frames is not None:
-            return len(clip.frames) / clip.fps
+        video = next((x for x in (clip.frames, clip.faces, clip.mouths) if x is not None), None)
+        if video is not None:
+            return len(video) / clip.fps
         info = media.probe(clip.ref.path)
         if info.duration is None:
             raise ClipError("unknown_duration", f"{clip.ref.path}: the container states no duration, "

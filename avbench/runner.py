@@ -33,7 +33,7 @@ import sys
 import time
 import traceback
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -47,6 +47,7 @@ from avbench import metrics, registry
 from avbench.cache import MediaCache
 from avbench.clips import ClipError, ClipIndex, ClipRef
 from avbench.detector import Detector
+from avbench.faces import Tracking
 from avbench.io import atomic_write, sha256_file, sha256_json, write_json
 from avbench.loader import ClipSet, MediaLoader
 from avbench.protocol import Fold, Protocol, Selection, TestSet, select
@@ -86,8 +87,8 @@ class RunSettings:
     cache_dir: Path | None = None
     overwrite: bool = False
     chunk_size: int = 8
-    #: Run dlib's face detector on every k-th frame only (landmarks still on every frame): k times faster.
-    detect_every: int = 1
+    #: How faces are followed through a clip: landmarks on every k-th frame, the detector sparingly.
+    tracking: Tracking = Tracking()
     bootstrap_resamples: int = 1000
     #: Processes that decode, track faces and crop (avbench.workers); 0: this process does, with no
     #: isolation from a crashing or hanging clip. The CLI's default is every usable core.
@@ -237,7 +238,7 @@ class Runner:
     def __init__(self, settings: RunSettings, progress=None):
         self.s = settings
         self.progress = progress  # a rich.progress.Progress, or None
-        self.loader = MediaLoader(cache=MediaCache(settings.cache_dir), detect_every=settings.detect_every)
+        self.loader = MediaLoader(cache=MediaCache(settings.cache_dir), tracking=settings.tracking)
         self._prepared: weakref.WeakSet[Detector] = weakref.WeakSet()
         self.pool: MediaPool | None = None  # set while `media_pool` lasts
 
@@ -407,7 +408,7 @@ class Runner:
             "checkpoint_sha256": checkpoint_sha256(self.s.checkpoint),
             "protocol": self.s.protocol.spec(),
             "index_fingerprints": {name: idx.fingerprint() for name, idx in self.indexes.items()},
-            "media": {"detect_every": self.s.detect_every},
+            "media": {"tracking": asdict(self.s.tracking)},
             "seed": seed,
         }
 

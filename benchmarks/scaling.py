@@ -23,6 +23,7 @@ import pandas as pd
 
 from avbench import protocol
 from avbench.encode import write_media
+from avbench.faces import Tracking
 from avbench.runner import RunSettings, Runner
 from avbench.testing import talking_face
 from avbench.workers import usable_cores
@@ -50,15 +51,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--detector", default="avsync")
-    parser.add_argument("--detect-every", type=int, default=1)
+    parser.add_argument("--landmark-every", type=int, default=Tracking.landmark_every)
+    parser.add_argument("--detect-every", type=int, default=Tracking.detect_every)
     parser.add_argument("--workers", default=",".join(map(str, sorted({0, 1, 2, usable_cores()}))))
     parser.add_argument("--ray", action="store_true", help="also run on a local Ray cluster")
     args = parser.parse_args()
+    tracking = Tracking(landmark_every=args.landmark_every, detect_every=args.detect_every)
     counts: list[int | str] = [int(w) for w in args.workers.split(",")] + (["ray"] if args.ray else [])
     with tempfile.TemporaryDirectory() as tmp:
         root = corpus(Path(tmp) / "clips", args.clips, args.seconds, args.size)
         print(f"{args.clips} clips of {args.seconds:g} s at {args.size} px, detector {args.detector}, "
-              f"detect_every {args.detect_every}, {usable_cores()} usable cores")
+              f"{tracking}, {usable_cores()} usable cores")
         print(f"{'workers':>7} {'seconds':>8} {'clips/s':>8} {'vs 1':>6} {'peak MiB: run':>14} {'child':>6}")
         rates, first_scores = {}, None
         for n in counts:
@@ -69,7 +72,7 @@ def main() -> None:
             settings = RunSettings(detector=args.detector, protocol=protocol.get("test_only"), seeds=(0,),
                                    runs_dir=Path(tmp) / f"runs{n}", data_roots={"folder": root},
                                    cache_dir=Path(tmp) / f"cache{n}", workers=n if n != "ray" else 0,
-                                   executor="ray" if n == "ray" else "local", detect_every=args.detect_every)
+                                   executor="ray" if n == "ray" else "local", tracking=tracking)
             start = time.perf_counter()
             (outcome,) = Runner(settings).run()
             elapsed = time.perf_counter() - start

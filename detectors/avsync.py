@@ -142,7 +142,7 @@ class AVSyncDetector(Detector):
         self.lag_weight = lag_weight
         self.mouth_size = mouth_size
         self.max_seconds = max_seconds
-        self.input_spec = InputSpec(fps=25.0, audio=True, mouth_size=mouth_size, max_seconds=max_seconds,
+        self.input_spec = InputSpec(fps=25.0, audio=True, mouth_size=mouth_size, frames=False, max_seconds=max_seconds,
                                     audio_optional=False)
 
     def features(self, clip: Clip) -> SyncFeatures:

@@ -127,7 +127,7 @@ class HandcraftedDetector(Detector):
         self.face_size = face_size
         self.mouth_size = mouth_size
         self.max_seconds = max_seconds
-        self.input_spec = InputSpec(fps=25.0, audio=True, face_size=face_size, mouth_size=mouth_size,
+        self.input_spec = InputSpec(fps=25.0, audio=True, face_size=face_size, mouth_size=mouth_size, frames=False,
                                     max_seconds=max_seconds, audio_optional=False)
         self._sync = AVSyncDetector(mouth_size=mouth_size, max_seconds=max_seconds)
         self._state: dict[str, np.ndarray] = {}

@@ -221,6 +221,7 @@ CASES = {  # id: (arguments after `avbench run -d avsync -p test_only --dataset 
     "option seed": (["-d", "random", "-o", "seed=3"], 2, "a run's seeds come from --seeds"),
     "detect_every zero": (["--detect-every", "0"], 2, "--detect-every"),
     "detect_every text": (["--detect-every", "x"], 2, "--detect-every"),
+    "landmark_every zero": (["--landmark-every", "0"], 2, "--landmark-every"),
     "device unknown": (["--device", "tpu"], 2, "--device"),
     "data root empty": (["--data-root", "folder="], 2, "--data-root folder= names no folder"),
     "data root no equals": (["--data-root", "folder"], 2, "--data-root takes KEY=VALUE"),

@@ -380,7 +380,7 @@ def corpus(tmp_path_factory):
 @pytest.mark.slow
 def test_havic_tiny_trains_and_scores_under_the_harness(corpus, cache_dir, tmp_path):
     settings = RunSettings(detector="havic_tiny", protocol=protocol.get("demo"), seeds=(0,), runs_dir=tmp_path,
-                           data_roots={"demo": corpus}, cache_dir=cache_dir, detect_every=5,
+                           data_roots={"demo": corpus}, cache_dir=cache_dir,
                            detector_options={"epochs": 2, "pretrain_epochs": 1})
     (outcome,) = Runner(settings).run()
     record = outcome.record
@@ -393,7 +393,7 @@ def test_havic_tiny_trains_and_scores_under_the_harness(corpus, cache_dir, tmp_p
     scores = pd.read_parquet(outcome.record_path.parent / "scores.parquet")
     restored = HAVICTinyDetector.load(model_dir)
     assert restored.config()["epochs"] == 2
-    loader = MediaLoader(MediaCache(cache_dir), detect_every=5)
+    loader = MediaLoader(MediaCache(cache_dir))
     test = [loader.load(r, SPEC) for r in Runner(settings).indexes["demo"].refs() if r.split == "test"]
     ours = dict(zip([c.clip_id for c in test], restored.score_batch(test)))
     assert [ours[c] for c in scores["clip_id"]] == pytest.approx(scores["score"].tolist(), rel=1e-6)
@@ -406,7 +406,7 @@ def test_pretrain_command_writes_a_checkpoint_that_fine_tuning_starts_from(corpu
     runner = CliRunner()
     assert "pretrained=" in runner.invoke(app, ["pretrain", "--help"]).output
     args = ["pretrain", "--data-root", f"demo={corpus}", "--tiny", "--epochs", "1", "--out", str(tmp_path),
-            "--cache-dir", str(cache_dir), "--detect-every", "5"]
+            "--cache-dir", str(cache_dir)]
     refused = runner.invoke(app, args)  # the demo index has no split column: say which splits exist
     assert refused.exit_code == 1 and "--split" in refused.output
     result = runner.invoke(app, args + ["--split", "all"])

@@ -58,36 +58,6 @@ def synthetic_landmarks(mouth_xy, jaw_width=50.0, mouth_height=6.0) -> np.ndarra
 
 # -- faces ---------------------------------------------------------------------------------------
 
-def test_track_follows_the_moving_mouth(face):
-    boxes, landmarks = faces.track_faces(face.frames)
-    assert boxes.shape == (25, 4) and landmarks.shape == (25, 68, 2)
-    mouth = landmarks[:, faces.MOUTH].mean(axis=1)
-    assert np.abs(mouth - face.mouth_centres).max() < 2.0
-    # the face drifts 8 px sideways and back: the track must move with it
-    assert np.ptp(mouth[:, 0]) > 6
-
-
-def test_detect_every_interpolates_boxes_and_keeps_landmarks(face, monkeypatch):
-    detect = Counter(faces.largest_face)
-    monkeypatch.setattr(faces, "largest_face", detect)
-    _, landmarks = faces.track_faces(face.frames, detect_every=5)
-    assert detect.calls == 6  # frames 0, 5, 10, 15, 20 and the last one, 24
-    assert np.abs(landmarks[:, faces.MOUTH].mean(axis=1) - face.mouth_centres).max() < 2.0
-
-
-def test_frame_without_face_takes_nearest_detection(face):
-    frames = face.frames.copy()
-    frames[3] = 128  # a blank frame in the middle
-    boxes, landmarks = faces.track_faces(frames)
-    assert np.array_equal(landmarks[3], landmarks[2]) and np.array_equal(boxes[3], boxes[2])
-
-
-def test_no_face_anywhere():
-    with pytest.raises(ClipError) as info:
-        faces.track_faces(np.full((4, 96, 96, 3), 128, dtype=np.uint8))
-    assert info.value.reason == "no_face"
-
-
 def test_mouth_crop_is_centred_and_sized_by_the_jaw():
     frame = np.zeros((100, 120, 3), dtype=np.uint8)
     frame[39:42, 29:32] = 255  # a white dot at x=30, y=40
@@ -190,6 +160,19 @@ def test_load_only_what_is_needed(corpus):
     assert clip.frames.shape == (5, 160, 160, 3) and clip.audio is None and clip.landmarks is None
 
 
+def test_crops_without_frames(corpus, tmp_path):
+    loader = MediaLoader(MediaCache(tmp_path))
+    r, spec = ref(corpus["talking"]), InputSpec(fps=25.0, mouth_size=64, frames=False)
+    clip = loader.load(r, spec)
+    assert clip.frames is None and clip.mouths.shape == (25, 64, 64, 3) and clip.landmarks.shape == (25, 68, 2)
+    assert set(loader.cache.get(loader.media_key(r, spec))) == {"audio", "mouths", "landmarks", "boxes"}
+    assert loader.media_key(r, spec) != loader.media_key(r, InputSpec(fps=25.0, mouth_size=64))
+    # a missing-audio protocol still makes a silent track as long as the video
+    assert len(loader.load(r, spec, remove_audio=True).audio) == 16000
+    with pytest.raises(ValueError, match="frames=False"):
+        InputSpec(fps=25.0, frames=False)
+
+
 def test_separate_audio_file(corpus):
     clip = MediaLoader().load(ref(corpus["video_only"], audio_path=corpus["speech_wav"]), InputSpec())
     assert clip.audio.shape == (16000,) and clip.frames.shape[0] == 25
@@ -259,7 +242,7 @@ def test_failures_are_cached(tmp_path, monkeypatch):
         with pytest.raises(ClipError) as info:
             loader.load(ref(path), spec)
         assert info.value.reason == "no_face" and str(path) in info.value.message
-    assert detect.calls == 10
+    assert detect.calls == 3  # keyframes 0, 5 and 9, searched once
 
 
 def test_clipset_skips_and_records_failures(corpus):

@@ -422,7 +422,7 @@ E2E = [n for n in zoo.VARIANTS if not n.endswith("_random")]
 @pytest.mark.parametrize("name", E2E)
 def test_tiny_detector_runs_under_the_harness(name, tiny_demo, tmp_path, cache_dir):
     settings = RunSettings(detector=f"{name}_tiny", protocol=protocol.get("demo"), seeds=(0,), runs_dir=tmp_path,
-                           data_roots={"demo": tiny_demo}, cache_dir=cache_dir, detect_every=5,
+                           data_roots={"demo": tiny_demo}, cache_dir=cache_dir,
                            detector_options={"max_epochs": 3} if zoo.VARIANTS[name].method.trains else {})
     (outcome,) = Runner(settings).run()
     record = outcome.record

@@ -11,7 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from avbench.cli_support import EXIT_USAGE, Device, err_console, fail, pairs, require_device
+from avbench.cli_support import (DETECT_EVERY, EXIT_USAGE, LANDMARK_EVERY, Device, DetectEveryOption,
+                                 LandmarkEveryOption, err_console, fail, pairs, require_device, tracking)
 
 #: The paper's pre-training length (supplement B); the tiny model's default is its detector's.
 PAPER_PRETRAIN_EPOCHS = 200
@@ -63,7 +64,8 @@ def pretrain(
     seed: Annotated[int, typer.Option(help="Initialisation, clip order, windows and masks.")] = 0,
     cache_dir: Annotated[Optional[Path], typer.Option(
         help="Decoded-media cache [default: $AVBENCH_CACHE_DIR or ~/.cache/avbench].")] = None,
-    detect_every: Annotated[int, typer.Option(min=1, help="Run the face detector on every k-th frame only.")] = 1,
+    landmark_every: LandmarkEveryOption = LANDMARK_EVERY,
+    detect_every: DetectEveryOption = DETECT_EVERY,
 ):
     """Pre-train HAVIC (hierarchical reconstruction, fine-grained contrastive and cross-modal semantic
     losses) on the **real** clips of a dataset split, as the paper does on LRS2.
@@ -112,7 +114,7 @@ def pretrain(
         found = {name: sorted({str(s) for s in index.frame["split"].fillna("").unique()}) for name, index in indexes.items()}
         raise fail(f"no real clips in split '{split}' (splits found: {found}); choose --split (or `all`), "
                     f"or --protocol to assign splits")
-    clips = ClipSet(refs, MediaLoader(MediaCache(cache_dir), detect_every=detect_every), detector.input_spec)
+    clips = ClipSet(refs, MediaLoader(MediaCache(cache_dir), tracking(landmark_every, detect_every)), detector.input_spec)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

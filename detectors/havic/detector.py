@@ -83,7 +83,8 @@ class HAVICDetector(Detector):
     version: ClassVar[str] = "1"
     scores_are_probabilities: ClassVar[bool] = True
     aggregation = "mean_logit"
-    input_spec = InputSpec(fps=5.0, audio=True, face_size=224, max_seconds=10.0, audio_optional=True)
+    input_spec = InputSpec(fps=5.0, audio=True, face_size=224, frames=False, max_seconds=10.0,
+                           audio_optional=True)
     #: The paper's settings (supplement B and the authors' release).
     training_defaults: ClassVar[dict] = {
         "pretrain_epochs": 0, "pretrain_batch_size": 112, "pretrain_lr": 1.5e-4, "warmup_epochs": 20.0,
@@ -348,7 +349,7 @@ class HAVICTinyDetector(HAVICDetector):
 
     name: ClassVar[str] = "havic_tiny"
     published_as: ClassVar[tuple[str, ...]] = ()
-    input_spec = InputSpec(fps=5.0, audio=True, face_size=HAVICConfig.tiny().image_size, max_seconds=10.0,
+    input_spec = InputSpec(fps=5.0, audio=True, face_size=HAVICConfig.tiny().image_size, frames=False, max_seconds=10.0,
                            audio_optional=True)
     #: A few epochs at learning rates a small random network learns with; the time mask scaled from
     #: 100 of 1024 fbank frames to 6 of the tiny window's 64 (the 128 mel bins are the base's).

@@ -559,7 +559,7 @@ class AVHubertVideo(AVHubertBackbone):
 
     name = "avhubert_v"
     modality = "video"
-    input_spec = InputSpec(fps=FEATURE_RATE, audio=False, mouth_size=96)
+    input_spec = InputSpec(fps=FEATURE_RATE, audio=False, mouth_size=96, frames=False)
     uses_audio = False
 
 
@@ -567,7 +567,7 @@ class AVHubertAudioVisual(AVHubertBackbone):
     """AV-HuBERT (AV): both streams."""
 
     name = "avhubert_av"
-    input_spec = InputSpec(fps=FEATURE_RATE, audio=True, mouth_size=96)
+    input_spec = InputSpec(fps=FEATURE_RATE, audio=True, mouth_size=96, frames=False)
 
 
 #: name -> Backbone subclass
