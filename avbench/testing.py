@@ -21,6 +21,18 @@ from avbench.loader import MediaLoader
 ASTRONAUT_FACE_CENTRE = (222.5, 126.5)
 ASTRONAUT_MOUTH_CENTRE = (223.0, 145.5)
 
+
+class Counter:
+    """Wraps a function and counts its calls (tests monkeypatch it over what they count)."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
 @dataclass(frozen=True)
 class TalkingFace:
     frames: np.ndarray  # (T, size, size, 3) uint8

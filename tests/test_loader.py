@@ -8,7 +8,7 @@ from avbench.cache import MediaCache, default_cache_dir
 from avbench.clips import Clip, ClipError, ClipRef
 from avbench.detector import InputSpec
 from avbench.loader import ClipSet, MediaLoader
-from avbench.testing import sample_media, talking_face, write_media
+from avbench.testing import Counter, sample_media, talking_face, write_media
 
 MOUTH_COLOUR = np.array([70, 20, 25])  # what testing.talking_face paints inside the open mouth
 
@@ -25,17 +25,6 @@ def face():
 
 def ref(path, clip_id="c", label=0, audio_path=None) -> ClipRef:
     return ClipRef(clip_id=clip_id, dataset="test", path=path, label=label, audio_path=audio_path)
-
-
-class Counter:
-    """Wraps a function and counts its calls."""
-
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.fn(*args, **kwargs)
 
 
 def painted_mouth_centre(crop: np.ndarray) -> np.ndarray:

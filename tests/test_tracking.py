@@ -6,21 +6,12 @@ import pytest
 
 from avbench import faces, media
 from avbench.clips import ClipError
-from avbench.testing import talking_face
+from avbench.testing import Counter, talking_face
 
 
 @pytest.fixture(scope="module")
 def face():
     return talking_face(seconds=1.0, size=160)
-
-
-class Counter:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.fn(*args, **kwargs)
 
 
 @pytest.fixture
