@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import time
-import traceback
 import weakref
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -51,13 +50,12 @@ from avbench.faces import Tracking
 from avbench.io import atomic_write, sha256_file, sha256_json, write_json
 from avbench.loader import ClipSet, MediaLoader
 from avbench.protocol import Fold, Protocol, Selection, TestSet, select
+from avbench.scoring import SCORE_COLUMNS, InProcess, RayScorers, ScoringError
 from avbench.workers import MediaPool, RayPool
 
 log = logging.getLogger("avbench.runner")
 
 RECORD_SCHEMA = 1
-SCORE_COLUMNS = ["fold", "test_set", "clip_id", "file", "label", "category", "method", "subset_value",
-                 "score", "status", "reason", "message", "seconds", "localisation_auc"]
 
 
 class RunError(RuntimeError):
@@ -95,7 +93,8 @@ class RunSettings:
     workers: int = 0
     #: Seconds one clip's loading may take before it counts as failed ("timeout"); needs workers.
     clip_timeout: float | None = None
-    #: "local" (worker processes on this machine) or "ray" (tasks on a Ray cluster; `workers` unused).
+    #: "local" (worker processes on this machine) or "ray" (loading as Ray tasks, scoring on Ray actors
+    #: holding the detector, avbench.scoring; `workers` unused).
     executor: str = "local"
     #: The Ray cluster to join ("auto", "ray://host:10001"); None starts a local one.
     ray_address: str | None = None
@@ -429,8 +428,9 @@ class Runner:
                 self.s.detector, self.s.detector_options, seed, self.s.checkpoint))
             fitted, info = self.fitted_detector(fresh, fold, seed, run_dir, timings)
             fold_info.append(info)
-            for test in fold.tests:
-                tables.append(self.score_test_set(fitted, fold, test, run_dir, timings))
+            with self.scorer(fitted) as scorer:
+                for test in fold.tests:
+                    tables.append(self.score_test_set(scorer, fold, test, run_dir, timings))
         scores = pd.concat(tables, ignore_index=True)
         with atomic_write(run_dir / "scores.parquet", "wb") as fh:
             scores.to_parquet(fh, index=False)
@@ -482,7 +482,21 @@ class Runner:
                        needs_media=detector.needs_media, pool=self.pool)
 
     # -- scoring ------------------------------------------------------------------------------------
-    def score_test_set(self, detector: Detector, fold: Fold, test: TestSet, run_dir: Path, timings: dict) -> pd.DataFrame:
+    @contextlib.contextmanager
+    def scorer(self, detector: Detector):
+        """What scores `detector`'s chunks while this context lasts: this process, or Ray actors."""
+        if self.s.executor != "ray":
+            yield InProcess(detector)
+            return
+        try:
+            scorers = RayScorers(detector, self.loader, self.s.device)
+        except ScoringError as exc:
+            raise RunError(str(exc)) from exc
+        with scorers:
+            yield scorers
+
+    def score_test_set(self, scorer: InProcess | RayScorers, fold: Fold, test: TestSet, run_dir: Path,
+                       timings: dict) -> pd.DataFrame:
         refs = list(select(self.indexes[test.selection.dataset], test.selection).refs())
         partial_dir = run_dir / "partial" / _safe(fold.name) / _safe(test.name)
         done = set(_read_chunks(partial_dir)["clip_id"])
@@ -491,84 +505,33 @@ class Runner:
         if self.progress is not None:
             task = self.progress.add_task(f"{self.s.detector} · {test.name} · {fold.name}", total=len(refs),
                                           completed=len(refs) - len(todo))
-        clips = self._clip_set(todo, detector, remove_audio=self.s.protocol.missing_audio)
+        clips = self._clip_set(todo, scorer.detector, remove_audio=self.s.protocol.missing_audio)
         chunk_id = len(list(partial_dir.glob("chunk-*.parquet"))) if partial_dir.is_dir() else 0
         watch = FailFast(f"{self.s.detector} on test set '{test.name}'")
-        pending: list[tuple[ClipRef, object, float]] = []
-
-        def flush() -> None:
-            nonlocal chunk_id, pending
-            timings["load_seconds"] += sum(p[2] for p in pending)
-            table = self._score_chunk(detector, fold, test, pending, timings)
-            watch.observe([ref for ref, _, _ in pending], table)
+        for chunk, table, seconds in scorer.map(fold, test, self._chunks(clips)):
+            timings["load_seconds"] += sum(load_s for _, _, load_s in chunk)
+            timings["score_seconds"] += seconds
+            watch.observe([ref for ref, _, _ in chunk], table)
             watch.written.append(self._write_chunk(partial_dir, chunk_id, table))
             chunk_id += 1
             if task is not None:
-                self.progress.advance(task, len(pending))
-            pending = []
-
-        t_load = time.perf_counter()
-        for ref, clip in clips.results():
-            pending.append((ref, clip, time.perf_counter() - t_load))
-            if len(pending) == self.s.chunk_size:
-                flush()
-            t_load = time.perf_counter()
-        if pending:
-            flush()
+                self.progress.advance(task, len(chunk))
         table = _read_chunks(partial_dir)
         order = {r.clip_id: i for i, r in enumerate(refs)}
         return table.sort_values("clip_id", key=lambda c: c.map(order)).reset_index(drop=True)
 
-    def _score_chunk(self, detector, fold, test, pending, timings) -> pd.DataFrame:
-        loaded = [(ref, clip) for ref, clip, _ in pending if not isinstance(clip, ClipError)]
-        results: dict[str, tuple[float, str, str, str]] = {}
-        for ref, err, _ in pending:
-            if isinstance(err, ClipError):
-                results[ref.clip_id] = (np.nan, "failed", err.reason, err.message)
-        t0 = time.perf_counter()
-        try:
-            values = detector.score_batch([clip for _, clip in loaded]) if loaded else []
-            for (ref, _), value in zip(loaded, values, strict=True):
-                results[ref.clip_id] = _checked(ref, value)
-        except Exception:  # one bad clip must not sink the batch: score them one by one
-            for ref, clip in loaded:
-                results[ref.clip_id] = self._score_one(detector, ref, clip)
-        localisation = {ref.clip_id: self._localise(detector, ref, clip) for ref, clip in loaded
-                        if results[ref.clip_id][1] == "scored"}
-        elapsed = time.perf_counter() - t0
-        timings["score_seconds"] += elapsed
-        per_clip = elapsed / max(len(loaded), 1)
-        rows = []
-        for ref, _, load_s in pending:
-            score, status, reason, message = results[ref.clip_id]
-            rows.append({"fold": fold.name, "test_set": test.name, "clip_id": ref.clip_id,
-                         "file": ref.meta.get("file") or ref.clip_id + ref.path.suffix, "label": ref.label,
-                         "category": ref.category, "method": ref.method,
-                         "subset_value": getattr(ref, test.subsets) if test.subsets else "",
-                         "score": score, "status": status, "reason": reason, "message": message,
-                         "seconds": load_s + (per_clip if status == "scored" else 0.0),
-                         "localisation_auc": localisation.get(ref.clip_id, np.nan)})
-        return pd.DataFrame(rows, columns=SCORE_COLUMNS)
-
-    @staticmethod
-    def _localise(detector: Detector, ref: ClipRef, clip) -> float:
-        """Frame-level localisation AUC of a scored fake clip with annotated segments, else NaN."""
-        if detector.frame_rate is None or ref.label != 1 or not ref.fake_segments:
-            return np.nan
-        try:
-            return metrics.localisation_auc(detector.frame_scores(clip), detector.frame_rate, ref.fake_segments)
-        except Exception:  # an explanation that fails leaves the score standing
-            log.warning("%s: no frame scores for %s\n%s", type(detector).__name__, ref.path, traceback.format_exc())
-            return np.nan
-
-    def _score_one(self, detector, ref, clip) -> tuple[float, str, str, str]:
-        try:
-            return _checked(ref, detector.score(clip))
-        except ClipError as err:
-            return (np.nan, "failed", err.reason, err.message)
-        except Exception as exc:  # recorded with its traceback; the run goes on with the next clip
-            log.error("%s: detector error on %s\n%s", self.s.detector, ref.path, traceback.format_exc())
-            return (np.nan, "failed", "detector_error", f"{ref.path}: {type(exc).__name__}: {exc}")
+    def _chunks(self, clips: ClipSet):
+        """The set's results in chunks of `chunk_size`, each clip with the seconds its loading took
+        (the wait for it, counted from when the previous clip was handed over)."""
+        chunk, t_load = [], time.perf_counter()
+        for ref, clip in clips.results():
+            chunk.append((ref, clip, time.perf_counter() - t_load))
+            if len(chunk) == self.s.chunk_size:
+                yield chunk
+                chunk = []
+            t_load = time.perf_counter()
+        if chunk:
+            yield chunk
 
     @staticmethod
     def _write_chunk(partial_dir: Path, chunk_id: int, table: pd.DataFrame) -> Path:
@@ -636,7 +599,7 @@ class FailFast:
     clip ends the watch. On stopping, the chunks written meanwhile are removed (they hold nothing but
     that error), so the folder holds no work and a rerun starts clean."""
 
-    DETECTOR_FAILURES = ("detector_error", "non_finite_score")
+    DETECTOR_FAILURES = ("detector_error", "non_finite_score", "scorer_crashed")
 
     def __init__(self, what: str):
         self.what = what
@@ -759,13 +722,6 @@ def _average_rows(rows: list[dict]) -> list[dict]:
 
 
 # -- small helpers ------------------------------------------------------------------------------------
-def _checked(ref: ClipRef, value) -> tuple[float, str, str, str]:
-    value = float(value)
-    if not np.isfinite(value):
-        return (np.nan, "failed", "non_finite_score", f"{ref.path}: the detector returned {value}")
-    return (value, "scored", "", "")
-
-
 def message_of(exc: BaseException) -> str:
     """An exception's message as a user reads it (str of a KeyError quotes it)."""
     return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)

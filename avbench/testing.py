@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avbench.detectors.random_baseline import RandomDetector
 from avbench.encode import write_media
 from avbench.loader import MediaLoader
 
@@ -151,3 +152,15 @@ class SabotagedLoader(MediaLoader):
         if "hang" in ref.path.name:
             time.sleep(3600)
         return super().load(ref, spec, remove_audio)
+
+
+class ScorerKiller(RandomDetector):
+    """The random baseline, except that it kills its process on clips whose file name contains `crash`
+    (as a segfault in a detector's native code would): what Ray's scoring actors must survive."""
+
+    name = "scorer_killer"
+
+    def score(self, clip):
+        if "crash" in clip.ref.path.name:
+            os.abort()
+        return super().score(clip)

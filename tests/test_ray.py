@@ -1,11 +1,14 @@
 """`--executor ray` on a local Ray cluster the test starts: the same scores and record as the local
 executor, a run killed under one executor resumes under the other, and a clip that kills its Ray
-worker or hangs is counted with its reason."""
+worker (loading or scoring) or hangs is counted with its reason."""
+
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
-from avbench import protocol
+from avbench import protocol, registry
+from avbench.detectors.random_baseline import RandomDetector
 from avbench.runner import RunSettings, Runner
 from avbench.testing import SabotagedLoader
 
@@ -50,3 +53,20 @@ def test_a_clip_that_kills_its_ray_worker_or_hangs_is_counted(local_cluster, sab
     (outcome,) = runner.run()
     assert outcome.record["coverage"]["reasons"] == {"worker_crashed": 1, "timeout": 1, "corrupt_media": 1}
     assert outcome.record["coverage"]["scored"] == 4
+
+
+def test_a_clip_that_kills_its_scoring_actor_is_counted_and_the_others_are_scored(
+        local_cluster, sabotaged_folder, tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.detectors._discover(), "scorer_killer",
+                        registry.Entry("scorer_killer", "avbench.testing:ScorerKiller", "tests"))
+    (outcome,) = Runner(RunSettings(detector="scorer_killer", protocol=protocol.get("test_only"), seeds=(0,),
+                                    runs_dir=tmp_path / "runs", data_roots={"folder": sabotaged_folder},
+                                    cache_dir=tmp_path / "cache", executor="ray")).run()
+    scores = pd.read_parquet(outcome.record_path.parent / "scores.parquet").set_index("clip_id")
+    assert scores.loc["real/crash_b", "reason"] == "scorer_crashed"
+    assert "crash_b.mp4" in scores.loc["real/crash_b", "message"]
+    scored = scores[scores["status"] == "scored"]  # the random baseline decodes nothing: g_corrupt is scored
+    assert sorted(scored.index) == ["fake/d", "fake/f", "fake/g_corrupt", "fake/hang_e", "real/a", "real/c"]
+    reference = RandomDetector(seed=0)
+    for clip_id, score in scored["score"].items():  # the scores this process gives
+        assert score == reference.score(SimpleNamespace(clip_id=clip_id))

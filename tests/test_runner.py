@@ -201,6 +201,7 @@ def test_localisation_is_measured_on_fake_clips_with_segments():
     from avbench.clips import ClipRef
     from avbench.detector import Detector
     from avbench.runner import metric_rows
+    from avbench.scoring import localise
 
     class Explaining(Detector):
         frame_rate = 5.0
@@ -210,9 +211,9 @@ def test_localisation_is_measured_on_fake_clips_with_segments():
 
     fake = ClipRef(clip_id="f", dataset="t", path=Path("f.mp4"), label=1, fake_segments=((0.8, 1.2),))
     real = ClipRef(clip_id="r", dataset="t", path=Path("r.mp4"), label=0)
-    assert Runner._localise(Explaining(), fake, None) == 1.0
-    assert np.isnan(Runner._localise(Explaining(), real, None))
-    assert np.isnan(Runner._localise(RandomDetector(), fake, None))  # no frame scores: nothing to measure
+    assert localise(Explaining(), fake, None) == 1.0
+    assert np.isnan(localise(Explaining(), real, None))
+    assert np.isnan(localise(RandomDetector(), fake, None))  # no frame scores: nothing to measure
 
     scores = pd.DataFrame({"fold": "main", "test_set": "toy", "clip_id": list("abcd"), "label": [0, 1, 1, 1],
                            "subset_value": "", "score": [0.1, 0.9, 0.8, 0.7], "status": "scored",
