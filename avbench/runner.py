@@ -489,11 +489,10 @@ class Runner:
             yield InProcess(detector)
             return
         try:
-            scorers = RayScorers(detector, self.loader, self.s.device)
-        except ScoringError as exc:
+            with RayScorers(detector, self.loader, self.s.device) as scorers:
+                yield scorers
+        except ScoringError as exc:  # the actors cannot be built, or one does not come back
             raise RunError(str(exc)) from exc
-        with scorers:
-            yield scorers
 
     def score_test_set(self, scorer: InProcess | RayScorers, fold: Fold, test: TestSet, run_dir: Path,
                        timings: dict) -> pd.DataFrame:

@@ -207,19 +207,36 @@ class RayScorers:
     def _send(self, fold: Fold, test: TestSet, chunk: Chunk):
         return next(self._turns).score.remote(fold, test, chunk)
 
-    def _answer(self, fold: Fold, test: TestSet, chunk: Chunk, answer, alone: bool = False) -> tuple[pd.DataFrame, float]:
-        """The actor's answer; if the actor died, the chunk's clips each scored alone (after its restart)."""
+    def _answer(self, fold: Fold, test: TestSet, chunk: Chunk, answer) -> tuple[pd.DataFrame, float]:
+        """The actor's answer; if the actor died, each clip of the chunk scored alone by an actor known
+        to be alive just before, so that a clip counted as `scorer_crashed` is the one that killed it."""
         ray = self._ray
         try:
             return ray.get(answer)
         except ray.exceptions.RayActorError:
-            pass
-        if alone:
-            ref = chunk[0][0]
-            results = {ref.clip_id: (np.nan, "failed", "scorer_crashed",
-                                     f"{ref.path}: the Ray actor scoring it died, also when it was scored alone; "
-                                     "the run goes on")}
-            return table(fold, test, chunk, results, {}, 0.0), 0.0
-        log.warning("a Ray scoring actor died on a chunk of %d clips; scoring them one by one", len(chunk))
-        parts = [self._answer(fold, test, [item], self._send(fold, test, [item]), alone=True) for item in chunk]
+            log.warning("a Ray scoring actor died on a chunk of %d clips; scoring them one by one", len(chunk))
+        parts = []
+        for item in chunk:
+            actor = next(self._turns)
+            self._wait_alive(actor)
+            try:
+                parts.append(ray.get(actor.score.remote(fold, test, [item])))
+            except ray.exceptions.RayActorError:
+                ref = item[0]
+                results = {ref.clip_id: (np.nan, "failed", "scorer_crashed",
+                                         f"{ref.path}: the Ray actor scoring it died, also when it was scored "
+                                         "alone; the run goes on")}
+                parts.append((table(fold, test, [item], results, {}, 0.0), 0.0))
         return pd.concat([rows for rows, _ in parts], ignore_index=True), sum(seconds for _, seconds in parts)
+
+    def _wait_alive(self, actor, seconds: float = 300.0) -> None:
+        """Return once `actor` answers (Ray restarts a dead one: its detector is built again)."""
+        ray, give_up = self._ray, time.monotonic() + seconds
+        while True:
+            try:
+                ray.get(actor.ready.remote())
+                return
+            except ray.exceptions.RayActorError:
+                if time.monotonic() > give_up:
+                    raise ScoringError(f"a Ray scoring actor did not come back within {seconds:g} s of dying") from None
+                time.sleep(0.1)

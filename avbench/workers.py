@@ -140,15 +140,14 @@ class MediaPool:
             self._workers = [_Worker(self.loader) for _ in range(self.n_workers)]
         todo = deque(enumerate(refs))
 
-        def advance(done: dict, next_out: int) -> None:
+        def submit(next_out: int) -> None:
             for worker in self._workers:
                 if worker.task is None and todo and todo[0][0] < next_out + self.ahead:
                     seq, ref = todo.popleft()
                     worker.send(seq, ref, spec, remove_audio, self.clip_timeout)
-            self._collect(done)
 
         try:
-            yield from _in_order(refs, advance)
+            yield from _in_order(refs, submit, self._collect)
         finally:
             self._abandon()
 
@@ -201,14 +200,18 @@ class MediaPool:
                 self._replace(i, kill=True, counted=False)
 
 
-def _in_order(refs: Sequence[ClipRef], advance) -> Iterator[tuple[ClipRef, Clip | ClipError]]:
-    """Yield each ref's answer in the order of `refs`; `advance(done, next_out)` starts more work and
-    waits until something happens, putting answers into `done` by position. An answer that is
-    neither a Clip nor a ClipError is the loader's bug, raised here."""
+def _in_order(refs: Sequence[ClipRef], submit, collect) -> Iterator[tuple[ClipRef, Clip | ClipError]]:
+    """Yield each ref's answer in the order of `refs`. `submit(next_out)` starts work on free workers
+    (up to `ahead` positions past the one awaited) without waiting; `collect(done)` waits until
+    something happens, putting answers into `done` by position. Free workers are given work again
+    before each answer is handed over, so they do not wait while the consumer scores. An answer that
+    is neither a Clip nor a ClipError is the loader's bug, raised here."""
     done: dict[int, Clip | ClipError | Exception] = {}
     for next_out, ref in enumerate(refs):
+        submit(next_out)
         while next_out not in done:
-            advance(done, next_out)
+            collect(done)
+            submit(next_out)
         result = done.pop(next_out)
         if not isinstance(result, (Clip, ClipError)):
             raise result
@@ -265,13 +268,15 @@ class RayPool:
         running: dict = {}  # ObjectRef -> (seq, deadline)
         submitted = 0
 
-        def advance(done: dict, next_out: int) -> None:
+        def submit(next_out: int) -> None:
             nonlocal submitted
             while submitted < len(refs) and len(running) < self.slots and submitted < next_out + self.ahead:
                 task = self._task.remote(self._loader, refs[submitted], spec, remove_audio)
                 deadline = time.monotonic() + self.clip_timeout if self.clip_timeout else float("inf")
                 running[task] = (submitted, deadline)
                 submitted += 1
+
+        def collect(done: dict) -> None:
             first = min(deadline for _, deadline in running.values())
             timeout = None if first == float("inf") else max(0.0, first - time.monotonic())
             ready, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
@@ -292,7 +297,7 @@ class RayPool:
                                                      f"{self.clip_timeout:g} s (--clip-timeout); its task was cancelled")
 
         try:
-            yield from _in_order(refs, advance)
+            yield from _in_order(refs, submit, collect)
         finally:
             for task in running:
                 ray.cancel(task, force=True)
