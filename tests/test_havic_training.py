@@ -3,6 +3,7 @@ loops, the detector's fit under the harness and the pre-training command (tiny c
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from unittest import mock
@@ -21,8 +22,8 @@ from avbench.detectors.havic import HAVICDetector, HAVICTinyDetector, training
 from avbench.detectors.havic.checkpoint import load_pretraining
 from avbench.detectors.havic.model import HAVIC, HAVICConfig, HAVICPretrain, patchify_audio, patchify_video
 from avbench.detectors.havic.preprocess import FBANK_MEAN, FBANK_STD, clip_windows, kaldi_fbank
-from avbench.detectors.havic.training import (ClipStore, balanced_weights, contrastive_loss, finetune, finetune_loss,
-                                              pretrain, pretrain_losses, spec_augment)
+from avbench.detectors.havic.training import (SELECTION, ClipStore, contrastive_loss, finetune, finetune_loss,
+                                              label_combinations, pretrain, pretrain_losses, spec_augment)
 from avbench.loader import ClipSet, MediaLoader
 from avbench.runner import RunSettings, Runner
 
@@ -238,26 +239,25 @@ def test_clips_that_fail_or_are_too_short_are_recorded_not_dropped():
         pretrain(tiny(HAVICPretrain), clips(refs(1, 20, broken=True)), epochs=1, batch_size=2)
 
 
-def test_sampling_weights_balance_the_audio_video_label_combinations():
+def test_sampling_balances_the_audio_video_label_combinations():
     items = refs(8)  # (audio, video) label combinations: (0, 0) x4, (1, 0) x2, (0, 1) x2
-    weights = balanced_weights(items)
-    combos = [(r.audio_label, r.video_label) for r in items]
-    per_combo = {c: sum(w for w, d in zip(weights.tolist(), combos) if d == c) for c in set(combos)}
-    assert len(set(round(v, 9) for v in per_combo.values())) == 1  # each combination drawn equally often
+    assert label_combinations(items) == [(r.audio_label, r.video_label) for r in items]
     unknown = [ClipRef(clip_id="c0", dataset="t", path=Path("x"), label=1), ClipRef(clip_id="c1", dataset="t",
                                                                                     path=Path("y"), label=0)]
-    assert balanced_weights(unknown).tolist() == [2.0, 2.0]  # missing modality labels: the clip label
+    assert label_combinations(unknown) == [(1, 1), (0, 0)]  # missing modality labels: the clip label
 
 
 def test_model_selection_prefers_auc_then_loss():
+    better = lambda auc, loss, best: SELECTION.better({"auc": auc, "loss": loss}, best)  # noqa: E731
     best = {"auc": 0.8, "loss": 1.0}
-    assert training._better(0.9, 5.0, best) and not training._better(0.7, 0.1, best)
-    assert training._better(0.8, 0.9, best) and not training._better(0.8, 1.1, best)
-    assert training._better(None, 0.5, {"auc": None, "loss": 1.0}) and training._better(0.5, 9.0, None)
+    assert better(0.9, 5.0, best) and not better(0.7, 0.1, best)
+    assert better(0.8, 0.9, best) and not better(0.8, 1.1, best)
+    assert better(None, 0.5, {"auc": None, "loss": 1.0}) and better(0.5, 9.0, None)
 
 
 def test_fine_tuning_keeps_the_weights_of_its_best_validation_epoch(monkeypatch):
-    monkeypatch.setattr(training, "_better", lambda auc, loss, best: best is None)  # epoch 1 stays the best
+    first_only = mock.Mock(better=lambda result, best: best is None)
+    monkeypatch.setattr(training, "SELECTION", first_only)  # epoch 1 stays the best
     model, snapshots = tiny(HAVIC), []
     history = finetune(model, clips(refs(6)), clips(refs(4, 100)), seed=3, epochs=2, batch_size=4, lr=1e-3,
                        head_lr=1e-3, spec_time_mask=6,
@@ -304,7 +304,7 @@ def test_an_interrupted_run_resumes_to_the_same_parameters(kind, tmp_path):
     resumed, resumed_history = _run(kind, tmp_path / "interrupted")
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
-    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "peak_memory_mib")} for r in h]  # noqa: E731
     assert strip(resumed_history) == strip(history) and len(history) == 2
     again, _ = _run(kind, tmp_path / "interrupted")  # a finished run is not redone
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), straight.state_dict().values()))
@@ -315,6 +315,21 @@ def test_an_interrupted_run_resumes_to_the_same_parameters(kind, tmp_path):
                      directory=tmp_path / "straight")
     else:
         assert any(r["best"] for r in history) and all(r["val_clips"] == 4 for r in history)
+
+
+def test_training_on_the_core_trainer_gives_the_numbers_of_the_loops_it_replaced():
+    """The reference was taken from HAVIC's own loops (tests/data/havic_training_reference.json, commit
+    in the file) before they moved onto avbench.training: same losses, same parameters (sum and sum of
+    absolute values of each tensor; a tolerance only for another CPU's rounding)."""
+    reference = json.loads((Path(__file__).parent / "data" / "havic_training_reference.json").read_text())
+    for kind in ("pretrain", "finetune"):
+        model, history = _run(kind, None)
+        for got, want in zip(history, reference[kind]["losses"], strict=True):
+            assert {k: got[k] for k in want} == pytest.approx(want, rel=1e-6), kind
+        state = model.state_dict()
+        for name, (total, absolute) in reference[kind]["parameters"].items():
+            assert [float(state[name].double().sum()), float(state[name].double().abs().sum())] == pytest.approx(
+                [total, absolute], rel=1e-6, abs=1e-9), (kind, name)
 
 
 def test_pretraining_uses_the_real_clips_only():

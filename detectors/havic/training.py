@@ -4,9 +4,9 @@ Pre-training (`pretrain`) teaches `HAVICPretrain` on real clips with L_rec + 0.0
 fine-tuning (`finetune`) trains `HAVIC`'s three heads with BCE and keeps the epoch that scores best on
 the validation clips. Each epoch, each training clip gives one random window of `cfg.n_frames` face
 frames at 5 fps and the matching audio, cut exactly as inference cuts them (preprocess.clip_windows).
-Both loops are resumable: after every epoch `<directory>/last.pt` holds everything needed to go on
-(model, optimiser, scheduler, history, best state, random generator states), written atomically, so a
-run interrupted and started again ends with the same parameters as one that was never interrupted.
+Both loops run on avbench.training's Trainer (seeded random state, bf16 autocast on CUDA, gradient
+clipping, resumable last.pt, selection on validation only); this module keeps HAVIC's losses, masks,
+windows and batches.
 
 Where the paper is silent the authors' release decides, each place marked "release" below:
 - L_rec averages the squared error over all tokens, visible ones included (rec_tokens="all"; the
@@ -35,13 +35,10 @@ import hashlib
 import json
 import logging
 import math
-import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avbench.clips import ClipError, ClipRef
-from avbench.io import atomic_write
+from avbench.training import LAST, Selection, Trainer, autocast, balanced_draw, chunks, holdout, prefetched
 
 from .model import (HAVIC, HAVICConfig, HAVICLogits, HAVICPretrain, PretrainOutput, patchify_audio, patchify_video,
                     segment_mask, tube_mask)
@@ -60,8 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The resumable state of a training run, inside its directory.
-LAST = "last.pt"
 #: Decoded faces and audio of training clips kept in memory (beyond it, clips are reloaded from the media cache).
 MEMORY_BYTES = 2 * 2**30
 #: Modules that pre-training trains and fine-tuning starts from (lower learning rate); the rest is new.
@@ -155,12 +150,10 @@ def spec_augment(fbank: Tensor, freq_mask: int, time_mask: int, generator: torch
     return x if fbank.ndim == 3 else x[0]
 
 
-def balanced_weights(refs: Sequence[ClipRef]) -> Tensor:
-    """Sampling weight of each clip: N / count of its (audio label, video label) combination (release),
-    an unknown modality label standing for the clip label."""
-    combos = [(_label(r.audio_label, r.label), _label(r.video_label, r.label)) for r in refs]
-    counts = Counter(combos)
-    return torch.tensor([len(refs) / counts[c] for c in combos], dtype=torch.float64)
+def label_combinations(refs: Sequence[ClipRef]) -> list[tuple[int, int]]:
+    """The (audio label, video label) of each clip, the groups fine-tuning balances (release); an
+    unknown modality label stands for the clip label."""
+    return [(_label(r.audio_label, r.label), _label(r.video_label, r.label)) for r in refs]
 
 
 def _label(value: int | None, fallback: int) -> int:
@@ -266,112 +259,12 @@ def _as_store(clips: "ClipSet | ClipStore", cfg: HAVICConfig, pad_short: bool) -
     return clips if isinstance(clips, ClipStore) else ClipStore(clips, cfg, pad_short=pad_short)
 
 
-def _prefetched(make: Callable, jobs: Sequence) -> Iterator:
-    """make(job) for each job in order, the next one prepared in a worker thread while this one is used.
-    Nothing random happens in the worker, so the result does not depend on timing."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(make, jobs[0]) if jobs else None
-        for k in range(len(jobs)):
-            result = future.result()
-            if k + 1 < len(jobs):
-                future = pool.submit(make, jobs[k + 1])
-            yield result
-
-
-def _chunks(items: Sequence, size: int) -> list:
-    return [items[k:k + size] for k in range(0, len(items), size)]
-
-
 def _to_model(video: Tensor, device: torch.device) -> Tensor:
     """uint8 face windows -> float in [0, 1] on the device, as inference does."""
     return video.to(device).float().div_(255.0)
 
 
-# -- resumable runs ----------------------------------------------------------------------------------------
-
-class _Resumable:
-    """`<directory>/last.pt`: written atomically after each epoch, read back with weights_only=True.
-    A file written by a run with other settings (`key`) is refused rather than mixed with this one."""
-
-    def __init__(self, directory: Path | str | None, key: dict):
-        self.path = None if directory is None else Path(directory) / LAST
-        self.key = json.loads(json.dumps(key))  # as it reads back: lists, not tuples
-
-    def load(self) -> dict | None:
-        if self.path is None or not self.path.is_file():
-            return None
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
-        if state.get("key") != self.key:
-            changed = sorted(k for k in set(self.key) | set(state.get("key", {}))
-                             if self.key.get(k) != state.get("key", {}).get(k))
-            raise ValueError(f"{self.path} belongs to a training run with other settings (differs in "
-                             f"{', '.join(changed)}): remove it, or train in another directory")
-        return state
-
-    def resume(self, model: torch.nn.Module, optimiser, scheduler, generator: torch.Generator,
-               device: torch.device) -> dict | None:
-        """Restore model, optimiser, scheduler and random states from last.pt; the saved dict (history,
-        best ...) or None when there is nothing to resume."""
-        saved = self.load()
-        if saved is not None:
-            model.load_state_dict(saved["model"])
-            optimiser.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            _set_rng_state(saved["rng"], generator, device)
-            log.info("%s resumes after epoch %d (%s)", self.key["kind"], len(saved["history"]), self.path)
-        return saved
-
-    def save(self, model: torch.nn.Module, optimiser, scheduler, generator: torch.Generator, device: torch.device,
-             **extra) -> None:
-        """Everything `resume` needs after an epoch, plus `extra` (history, best ...)."""
-        if self.path is not None:
-            with atomic_write(self.path, "wb") as fh:
-                torch.save({"key": self.key, "model": _cpu_state(model), "optimizer": optimiser.state_dict(),
-                            "scheduler": scheduler.state_dict(), "rng": _rng_state(generator, device), **extra}, fh)
-
-
-def _clip_ids(store: ClipStore, indices: Sequence[int]) -> str:
-    return hashlib.sha256(json.dumps([store.entries[i].ref.clip_id for i in indices]).encode()).hexdigest()
-
-
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
-    return {"data": generator.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.zeros(0, dtype=torch.uint8)}
-
-
-def _set_rng_state(state: dict, generator: torch.Generator, device: torch.device) -> None:
-    generator.set_state(state["data"])
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-class _SeededRng:
-    """The global torch generators (drop-path) forked for the run and seeded, so training is reproducible
-    and the caller's random state is left as it was."""
-
-    def __init__(self, seed: int, device: torch.device):
-        self.seed, self.device = seed, device
-        cuda = device.type == "cuda"
-        self.fork = torch.random.fork_rng(devices=[device.index or torch.cuda.current_device()] if cuda else [])
-
-    def __enter__(self):
-        self.fork.__enter__()
-        torch.manual_seed(self.seed)
-        return self
-
-    def __exit__(self, *exc):
-        return self.fork.__exit__(*exc)
-
-
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA, plain fp32 elsewhere."""
-    return torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def _cpu_state(model: torch.nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
+# -- schedules ---------------------------------------------------------------------------------------------
 
 class WarmupCosine:
     """Pre-training lr factor per optimiser step: linear from `start` to 1 over `warmup` steps, then
@@ -390,6 +283,10 @@ class WarmupCosine:
 
 # -- pre-training --------------------------------------------------------------------------------------------
 
+def _clip_ids(store: ClipStore, indices: Sequence[int]) -> str:
+    return hashlib.sha256(json.dumps([store.entries[i].ref.clip_id for i in indices]).encode()).hexdigest()
+
+
 def pretrain(model: HAVICPretrain, clips: "ClipSet | ClipStore", *, seed: int = 0, device: str = "cpu",
              epochs: int = 200, batch_size: int = 112, lr: float = 1.5e-4, warmup_epochs: float = 20.0,
              weight_decay: float = 0.05, betas: tuple[float, float] = (0.95, 0.999), grad_clip: float = 1.0,
@@ -398,7 +295,7 @@ def pretrain(model: HAVICPretrain, clips: "ClipSet | ClipStore", *, seed: int = 
              directory: Path | str | None = None, on_step: Callable[[int, int, int], None] | None = None,
              on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Pre-train `model` in place on the real clips of `clips` (all of them with real_only=False); returns
-    the history, one {epoch, loss, rec, cl, cross, lr, clips, seconds} per epoch.
+    the history, one {epoch, loss, rec, cl, cross, lr, clips, seconds, ...} per epoch.
 
     AdamW (lr, betas, weight decay), the warm-up-then-cosine schedule of `WarmupCosine` per step (a
     warm-up longer than the run is cut to it), masks drawn from the run's seeded generator, bf16
@@ -416,57 +313,49 @@ def pretrain(model: HAVICPretrain, clips: "ClipSet | ClipStore", *, seed: int = 
     dev = torch.device(device)
     model.to(dev)
     steps = math.ceil(len(usable) / batch_size)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=betas,
+                                  weight_decay=weight_decay)
     schedule = WarmupCosine(min(round(warmup_epochs * steps), epochs * steps), epochs * steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
-    run = _Resumable(directory, {
-        "kind": "pretrain", "config": cfg.as_dict(), "seed": seed, "epochs": epochs, "batch_size": batch_size,
-        "lr": lr, "warmup_epochs": warmup_epochs, "weight_decay": weight_decay, "betas": list(betas),
-        "grad_clip": grad_clip, "temperature": temperature, "rec_tokens": rec_tokens,
-        "weights": [rec_weight, cl_weight, cross_weight], "clips": _clip_ids(store, usable)})
-    history: list[dict] = []
-    with _SeededRng(seed, dev):
-        generator = torch.Generator().manual_seed(seed)
-        saved = run.resume(model, optimiser, scheduler, generator, dev)
-        if saved is not None:
-            history = list(saved["history"])
-        for epoch in range(len(history), epochs):
-            t0 = time.perf_counter()
-            model.train()
-            order = [usable[k] for k in torch.randperm(len(usable), generator=generator).tolist()]
-            jobs = _chunks([(i, int(torch.randint(store.n_windows(i), (1,), generator=generator))) for i in order],
-                           batch_size)
-            sums = Counter()
-            for step, (video, audio) in enumerate(_prefetched(lambda job: store.batch(job, PRETRAIN_FBANK), jobs)):
-                b = len(video)
-                video_keep, audio_keep = tube_mask(b, cfg, generator), segment_mask(b, cfg, generator)
-                video, audio = _to_model(video, dev), audio.to(dev)
-                with _autocast(dev):
-                    out = model(audio, video, video_keep=video_keep.to(dev), audio_keep=audio_keep.to(dev))
-                losses = pretrain_losses(out, audio, video, cfg, temperature=temperature, rec_tokens=rec_tokens,
-                                         rec_weight=rec_weight, cl_weight=cl_weight, cross_weight=cross_weight)
-                optimiser.zero_grad(set_to_none=True)
-                losses["total"].backward()
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                sums["lr"] += optimiser.param_groups[0]["lr"] * b
-                optimiser.step()
-                scheduler.step()
-                for name, value in losses.items():
-                    sums[name] += value.item() * b
-                if on_step is not None:
-                    on_step(epoch + 1, step + 1, len(jobs))
-            record = {"epoch": epoch + 1, "loss": sums["total"] / len(usable),
-                      **{k: sums[k] / len(usable) for k in ("rec", "cl", "cross", "lr")},
-                      "clips": len(usable), "seconds": round(time.perf_counter() - t0, 3)}
-            history.append(record)
-            run.save(model, optimiser, scheduler, generator, dev, history=history)
-            log.info("pre-training epoch %d/%d: loss %.4f (rec %.4f, cl %.4f, cross %.4f)", epoch + 1, epochs,
-                     record["loss"], record["rec"], record["cl"], record["cross"])
-            if on_epoch is not None:
-                on_epoch(record)
-    model.eval()
-    return history
+    task = _Pretraining(model, store, usable, batch_size, dev, dict(
+        temperature=temperature, rec_tokens=rec_tokens, rec_weight=rec_weight, cl_weight=cl_weight,
+        cross_weight=cross_weight))
+    key = {"kind": "pretrain", "config": cfg.as_dict(), "seed": seed, "epochs": epochs, "batch_size": batch_size,
+           "lr": lr, "warmup_epochs": warmup_epochs, "weight_decay": weight_decay, "betas": list(betas),
+           "grad_clip": grad_clip, "temperature": temperature, "rec_tokens": rec_tokens,
+           "weights": [rec_weight, cl_weight, cross_weight], "clips": _clip_ids(store, usable)}
+    trainer = Trainer(epochs=epochs, grad_clip=grad_clip, schedule_every="step")
+    return trainer.fit(model, optimiser, torch.optim.lr_scheduler.LambdaLR(optimiser, schedule), task, seed=seed,
+                       device=dev, directory=directory, key=key, name="HAVIC pre-training", on_step=on_step,
+                       on_epoch=on_epoch)
+
+
+class _Pretraining:
+    """Each epoch: the usable clips in a random order, one random window each, in batches; masks drawn per batch."""
+
+    def __init__(self, model: HAVICPretrain, store: ClipStore, usable: list[int], batch_size: int, dev: torch.device,
+                 loss_options: dict):
+        self.model, self.store, self.usable, self.batch_size, self.dev = model, store, usable, batch_size, dev
+        self.loss_options = loss_options
+
+    def epoch_jobs(self, generator: torch.Generator) -> list:
+        order = [self.usable[k] for k in torch.randperm(len(self.usable), generator=generator).tolist()]
+        return chunks([(i, int(torch.randint(self.store.n_windows(i), (1,), generator=generator))) for i in order],
+                      self.batch_size)
+
+    def make_batch(self, job) -> tuple[Tensor, Tensor]:
+        return self.store.batch(job, PRETRAIN_FBANK)
+
+    def losses(self, batch: tuple[Tensor, Tensor], job, generator: torch.Generator) -> dict[str, Tensor]:
+        video, audio = batch
+        cfg, b = self.model.cfg, len(video)
+        video_keep, audio_keep = tube_mask(b, cfg, generator), segment_mask(b, cfg, generator)
+        video, audio = _to_model(video, self.dev), audio.to(self.dev)
+        with autocast(self.dev):
+            out = self.model(audio, video, video_keep=video_keep.to(self.dev), audio_keep=audio_keep.to(self.dev))
+        return pretrain_losses(out, audio, video, cfg, **self.loss_options)
+
+    def validate(self, record: dict) -> None:
+        return None  # pre-training keeps its last epoch
 
 
 # -- fine-tuning ---------------------------------------------------------------------------------------------
@@ -495,7 +384,7 @@ def evaluate(model: HAVIC, store: ClipStore, indices: Sequence[int], *, device: 
             window_logits = []
             for start in range(0, len(videos), batch_size):
                 video, audio = _to_model(videos[start:start + batch_size], dev), audios[start:start + batch_size].to(dev)
-                with _autocast(dev):
+                with autocast(dev):
                     heads = model.heads(audio, video)
                 n = len(video)
                 total += finetune_loss(heads, *(t.expand(n).to(dev) for t in labels)).item() * n
@@ -507,24 +396,13 @@ def evaluate(model: HAVIC, store: ClipStore, indices: Sequence[int], *, device: 
     return {"logits": clip_logits, "auc": auc, "loss": total / max(count, 1)}
 
 
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def _better(auc: float | None, loss: float, best: dict | None) -> bool:
-    """Higher validation AUC wins; equal AUC, or no AUC (one class), goes to the lower validation loss."""
-    if best is None:
-        return True
-    if auc is not None and best["auc"] is not None and auc != best["auc"]:
-        return auc > best["auc"]
-    return loss < best["loss"]
+#: Fine-tuning keeps the epoch of highest validation AUC; equal AUC, or none (one class), goes to the lower loss.
+SELECTION = Selection("auc", "max", tie_break=("loss", "min"))
 
 
 def split_validation(train: ClipStore, val: ClipStore | None, seed: int) -> tuple[ClipStore, list[int], ClipStore, list[int]]:
     """(train store, train clips, validation store, validation clips). Without usable validation clips, a
     seeded hold-out of the training clips stratified by label takes their place (a warning says so)."""
-    from avbench.detectors.ssl.base import holdout
-
     usable = train.usable()
     checked = val.usable() if val is not None else []
     if checked:
@@ -545,12 +423,12 @@ def finetune(model: HAVIC, train: "ClipSet | ClipStore", val: "ClipSet | ClipSto
              on_step: Callable[[int, int, int], None] | None = None,
              on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Fine-tune `model` in place and leave it with the weights of its best validation epoch; returns the
-    history, one {epoch, loss, lr, head_lr, val_auc, val_loss, best, clips, seconds} per epoch.
+    history, one {epoch, loss, lr, head_lr, val_auc, val_loss, val_clips, best, clips, seconds, ...} per epoch.
 
     AdamW with two groups: the pre-trained encoders and interaction module at `lr`, the token reducers,
     layer weights and heads at `head_lr`; warm restarts every `restart_epochs`; class-balanced sampling
-    (`balanced_weights`, seeded, with replacement); one random window per drawn clip with SpecAugment;
-    loss `finetune_loss`; selection on the validation clips only (`evaluate`, `_better`); bf16 autocast
+    (`label_combinations`, seeded, with replacement); one random window per drawn clip with SpecAugment;
+    loss `finetune_loss`; selection on the validation clips only (`evaluate`, `SELECTION`); bf16 autocast
     on CUDA. Resumable through `directory` as `pretrain`.
     """
     cfg = model.cfg
@@ -567,70 +445,53 @@ def finetune(model: HAVIC, train: "ClipSet | ClipStore", val: "ClipSet | ClipSto
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     base = [p for n, p in named if n.startswith(PRETRAINED_PARTS)]
     head = [p for n, p in named if not n.startswith(PRETRAINED_PARTS)]
-    optimiser = torch.optim.AdamW([{"params": base, "lr": lr}, {"params": head, "lr": head_lr}], betas=betas,
-                                  weight_decay=weight_decay)
+    optimiser = torch.optim.AdamW([{"params": base, "lr": lr}, {"params": head, "lr": head_lr, "name": "head"}],
+                                  betas=betas, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimiser, T_0=restart_epochs, T_mult=1,
                                                                      eta_min=1e-9)
-    refs = [train_store.entries[i].ref for i in train_idx]
-    weights = balanced_weights(refs)
-    labels = _labels(refs)
-    mask_value = -FINETUNE_FBANK[0] / FINETUNE_FBANK[1]  # the raw log-Mel value 0, normalised
-    run = _Resumable(directory, {
-        "kind": "finetune", "config": cfg.as_dict(), "seed": seed, "epochs": epochs, "batch_size": batch_size,
-        "lr": lr, "head_lr": head_lr, "weight_decay": weight_decay, "betas": list(betas),
-        "restart_epochs": restart_epochs, "grad_clip": grad_clip, "spec": [spec_freq_mask, spec_time_mask],
-        "train": _clip_ids(train_store, train_idx), "val": _clip_ids(val_store, val_idx)})
-    history: list[dict] = []
-    best: dict | None = None
-    with _SeededRng(seed, dev):
-        generator = torch.Generator().manual_seed(seed)
-        saved = run.resume(model, optimiser, scheduler, generator, dev)
-        if saved is not None:
-            history, best = list(saved["history"]), saved["best"]
-        for epoch in range(len(history), epochs):
-            t0 = time.perf_counter()
-            model.train()
-            drawn = torch.multinomial(weights, len(refs), replacement=True, generator=generator).tolist()
-            jobs = _chunks([(k, int(torch.randint(train_store.n_windows(train_idx[k]), (1,), generator=generator)))
-                            for k in drawn], batch_size)
-            lrs = (optimiser.param_groups[0]["lr"], optimiser.param_groups[1]["lr"])
-            total = 0.0
+    task = _FineTuning(model, train_store, train_idx, val_store, val_idx, batch_size, eval_batch_size, dev,
+                       (spec_freq_mask, spec_time_mask))
+    key = {"kind": "finetune", "config": cfg.as_dict(), "seed": seed, "epochs": epochs, "batch_size": batch_size,
+           "lr": lr, "head_lr": head_lr, "weight_decay": weight_decay, "betas": list(betas),
+           "restart_epochs": restart_epochs, "grad_clip": grad_clip, "spec": [spec_freq_mask, spec_time_mask],
+           "train": _clip_ids(train_store, train_idx), "val": _clip_ids(val_store, val_idx)}
+    trainer = Trainer(epochs=epochs, grad_clip=grad_clip, schedule_every="epoch", select=SELECTION)
+    return trainer.fit(model, optimiser, scheduler, task, seed=seed, device=dev, directory=directory, key=key,
+                       name="HAVIC fine-tuning", on_step=on_step, on_epoch=on_epoch)
 
-            def make(job):
-                return train_store.batch([(train_idx[k], w) for k, w in job], FINETUNE_FBANK)
 
-            for step, ((video, audio), job) in enumerate(zip(_prefetched(make, jobs), jobs)):
-                audio = spec_augment(audio, spec_freq_mask, spec_time_mask, generator, mask_value)
-                picked = torch.tensor([k for k, _ in job])
-                video, audio = _to_model(video, dev), audio.to(dev)
-                with _autocast(dev):
-                    heads = model.heads(audio, video)
-                loss = finetune_loss(heads, *(t[picked].to(dev) for t in labels))
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for _, p in named], grad_clip)
-                optimiser.step()
-                total += loss.item() * len(job)
-                if on_step is not None:
-                    on_step(epoch + 1, step + 1, len(jobs))
-            scheduler.step()
-            result = (evaluate(model, val_store, val_idx, device=device, batch_size=eval_batch_size) if val_idx
-                      else {"auc": None, "loss": None})
-            improved = bool(val_idx) and _better(result["auc"], result["loss"], best)
-            if improved:
-                best = {"epoch": epoch + 1, "auc": result["auc"], "loss": result["loss"], "state": _cpu_state(model)}
-            record = {"epoch": epoch + 1, "loss": total / len(refs), "lr": lrs[0], "head_lr": lrs[1],
-                      "val_auc": result["auc"], "val_loss": result["loss"], "best": improved,
-                      "clips": len(refs), "val_clips": len(val_idx), "seconds": round(time.perf_counter() - t0, 3)}
-            history.append(record)
-            run.save(model, optimiser, scheduler, generator, dev, history=history, best=best)
-            log.info("fine-tuning epoch %d/%d: loss %.4f, validation AUC %s, loss %s%s", epoch + 1, epochs,
-                     record["loss"], _num(result["auc"]), _num(result["loss"]), " (best so far)" if improved else "")
-            if on_epoch is not None:
-                on_epoch(record)
-    if best is not None:
-        model.load_state_dict(best["state"])
-        log.info("fine-tuning keeps epoch %d (validation AUC %s, loss %s)", best["epoch"], _num(best["auc"]),
-                 _num(best["loss"]))
-    model.eval()
-    return history
+class _FineTuning:
+    """Each epoch: len(train) clips drawn balanced over (audio, video) labels, one random window each,
+    SpecAugment on its fbank; validation scores every window of each validation clip."""
+
+    def __init__(self, model: HAVIC, store: ClipStore, train_idx: list[int], val_store: ClipStore, val_idx: list[int],
+                 batch_size: int, eval_batch_size: int, dev: torch.device, spec: tuple[int, int]):
+        self.model, self.store, self.train_idx, self.dev = model, store, train_idx, dev
+        self.val_store, self.val_idx = val_store, val_idx
+        self.batch_size, self.eval_batch_size, self.spec = batch_size, eval_batch_size, spec
+        refs = [store.entries[i].ref for i in train_idx]
+        self.groups, self.labels = label_combinations(refs), _labels(refs)
+        self.mask_value = -FINETUNE_FBANK[0] / FINETUNE_FBANK[1]  # the raw log-Mel value 0, normalised
+
+    def epoch_jobs(self, generator: torch.Generator) -> list:
+        drawn = balanced_draw(self.groups, generator)
+        return chunks([(k, int(torch.randint(self.store.n_windows(self.train_idx[k]), (1,), generator=generator)))
+                       for k in drawn], self.batch_size)
+
+    def make_batch(self, job) -> tuple[Tensor, Tensor]:
+        return self.store.batch([(self.train_idx[k], w) for k, w in job], FINETUNE_FBANK)
+
+    def losses(self, batch: tuple[Tensor, Tensor], job, generator: torch.Generator) -> dict[str, Tensor]:
+        video, audio = batch
+        audio = spec_augment(audio, *self.spec, generator, self.mask_value)
+        picked = torch.tensor([k for k, _ in job])
+        video, audio = _to_model(video, self.dev), audio.to(self.dev)
+        with autocast(self.dev):
+            heads = self.model.heads(audio, video)
+        return {"total": finetune_loss(heads, *(t[picked].to(self.dev) for t in self.labels))}
+
+    def validate(self, record: dict) -> dict | None:
+        if not self.val_idx:
+            return None
+        result = evaluate(self.model, self.val_store, self.val_idx, device=self.dev, batch_size=self.eval_batch_size)
+        return {"auc": result["auc"], "loss": result["loss"], "clips": len(self.val_idx)}

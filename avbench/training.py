@@ -1,0 +1,338 @@
+"""One training loop for the neural families: resumable, seeded, bf16 on CUDA, selecting on validation only.
+
+A family drives `Trainer.fit` with its model, optimiser, scheduler and a `TrainingTask`, which says
+what one epoch draws (`epoch_jobs`), how a job becomes a batch (`make_batch`, on the CPU, prepared
+in a thread one batch ahead), what a batch costs (`losses`) and how the model does on validation
+data (`validate`). The trainer owns the rest, once for every family:
+
+- random state: the run's torch generators forked and seeded (the caller's are left as they were),
+  one CPU `generator` handed to the task for every draw of the data (order, windows, masks);
+- steps: zero_grad, backward (accumulated over `accumulate` jobs), gradient clipping, the optimiser,
+  the scheduler per step, per epoch or on the validation metric ("plateau");
+- `autocast(device)`: bf16 on CUDA, nothing on the CPU (the task wraps its forward pass in it);
+- selection: the epoch whose validation result is best by `Selection` is kept, never one chosen on
+  test data (a task only sees the clips the runner gives `fit`: train and val); early stopping after
+  `patience` epochs without a better one;
+- history: one record per epoch (mean losses per example, learning rate of each parameter group,
+  validation result as val_<name>, whether it is the best so far, seconds, peak memory);
+- resumption: after each epoch `<directory>/last.pt` holds model, optimiser, scheduler, random
+  states, history and best state, written atomically and read back with weights_only=True, so an
+  interrupted run started again ends with the same parameters as one never interrupted; a file
+  written under another `key` (the family's settings and data) is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from avbench.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+#: The resumable state of a training run, inside its directory.
+LAST = "last.pt"
+#: Share of each label's training clips held out for validation when a protocol gives none.
+HOLDOUT_FRACTION = 0.1
+
+
+class TrainingTask(Protocol):
+    """What a family gives the trainer; `generator` is the run's seeded CPU generator."""
+
+    def epoch_jobs(self, generator: torch.Generator) -> list[Sequence]:
+        """The epoch's batches, each a sequence of examples (its length weighs the batch's losses)."""
+
+    def make_batch(self, job: Sequence) -> Any:
+        """The tensors of one job, on the CPU; deterministic (it runs in a thread, ahead of the step)."""
+
+    def losses(self, batch: Any, job: Sequence, generator: torch.Generator) -> dict[str, Tensor]:
+        """Mean losses of the batch, "total" the one minimised; the others are reported."""
+
+    def validate(self, record: dict) -> dict[str, float | None] | None:
+        """The model on the validation clips after an epoch (record: the epoch's training figures);
+        None when there is nothing to validate on (the last epoch is then kept)."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which epoch is best: `metric` of the validation result, higher (mode "max") or lower ("min")
+    better; where it is equal or missing on either side, the strictly better `tie_break` (a metric
+    and a mode) decides; an epoch no better than the best so far is not taken."""
+
+    metric: str
+    mode: str = "max"
+    tie_break: tuple[str, str] | None = None
+
+    def __post_init__(self):
+        for mode in (self.mode, *(self.tie_break[1:] if self.tie_break else ())):
+            if mode not in ("max", "min"):
+                raise ValueError(f"a selection mode is 'max' or 'min', got {mode!r}")
+
+    def better(self, result: dict, best: dict | None) -> bool:
+        if best is None:
+            return True
+        for metric, mode in ((self.metric, self.mode), *((self.tie_break,) if self.tie_break else ())):
+            new, old = result.get(metric), best.get(metric)
+            if new is not None and old is not None and new != old:
+                return new > old if mode == "max" else new < old
+        return False
+
+
+@dataclass
+class Trainer:
+    epochs: int
+    grad_clip: float | None = None
+    #: Jobs whose gradients are summed (each loss divided by it) before one optimiser step.
+    accumulate: int = 1
+    #: When the scheduler steps: "step", "epoch" or "plateau" (each epoch, on the selection metric).
+    schedule_every: str = "epoch"
+    select: Selection | None = None
+    #: Stop after this many epochs without a better validation result (None: run every epoch).
+    patience: int | None = None
+
+    def __post_init__(self):
+        if self.schedule_every not in ("step", "epoch", "plateau"):
+            raise ValueError(f"schedule_every is 'step', 'epoch' or 'plateau', got {self.schedule_every!r}")
+        if self.schedule_every == "plateau" and self.select is None:
+            raise ValueError("a plateau schedule steps on the selection metric: give select")
+        if self.accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
+
+    def fit(self, model: torch.nn.Module, optimiser: torch.optim.Optimizer, scheduler, task: TrainingTask, *,
+            seed: int, device: str | torch.device = "cpu", directory: Path | str | None = None,
+            key: dict | None = None, name: str = "training", on_step: Callable[[int, int, int], None] | None = None,
+            on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+        """Train `model` in place for the epochs not yet in `directory`'s last.pt, leave it with the
+        weights of the best epoch (the last one without `select`), in eval mode; returns the history.
+        `scheduler` may be None (a constant learning rate). on_step(epoch, step, steps) and
+        on_epoch(record) report progress."""
+        dev = torch.device(device)
+        params = [p for p in model.parameters() if p.requires_grad]  # in the model's order: the clipping norm's sum
+        run = Resumable(directory, {"trainer": 1, **(key or {})})
+        history: list[dict] = []
+        best: dict | None = None
+        with seeded(seed, dev):
+            generator = torch.Generator().manual_seed(seed)
+            saved = run.resume(model, optimiser, scheduler, generator, dev)
+            if saved is not None:
+                history, best = list(saved["history"]), saved["best"]
+            for epoch in range(len(history), self.epochs):
+                if self._patience_spent(history):
+                    break
+                record = self._epoch(model, optimiser, scheduler, task, generator, params, dev, epoch, on_step)
+                result = task.validate(record)
+                improved = result is not None and self.select is not None and self.select.better(result, best)
+                if improved:
+                    best = {"epoch": epoch + 1, **result, "state": cpu_state(model)}
+                if scheduler is None:
+                    pass
+                elif self.schedule_every == "epoch":
+                    scheduler.step()
+                elif self.schedule_every == "plateau":
+                    scheduler.step(result[self.select.metric] if result else record["loss"])
+                record.update({f"val_{k}": v for k, v in (result or {}).items()})
+                record.update(best=improved, seconds=round(time.perf_counter() - record.pop("_started"), 3),
+                              peak_memory_mib=peak_memory_mib(dev))
+                history.append(record)
+                run.save(model, optimiser, scheduler, generator, dev, history=history, best=best)
+                log.info("%s epoch %d/%d: loss %.4f%s%s", name, epoch + 1, self.epochs, record["loss"],
+                         "".join(f", val {k} {_num(v)}" for k, v in (result or {}).items()),
+                         " (best so far)" if improved else "")
+                if on_epoch is not None:
+                    on_epoch(record)
+        if best is not None:
+            model.load_state_dict(best["state"])
+            log.info("%s keeps epoch %d (%s)", name, best["epoch"],
+                     ", ".join(f"{k} {_num(v)}" for k, v in best.items() if k not in ("epoch", "state")))
+        model.eval()
+        return history
+
+    def _patience_spent(self, history: list[dict]) -> bool:
+        if self.patience is None or not history:
+            return False
+        since = next((k for k, r in enumerate(reversed(history)) if r["best"]), len(history))
+        return since >= self.patience
+
+    def _epoch(self, model, optimiser, scheduler, task: TrainingTask, generator: torch.Generator, params,
+               dev: torch.device, epoch: int, on_step) -> dict:
+        started = time.perf_counter()
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        model.train()
+        jobs = task.epoch_jobs(generator)
+        sums: Counter = Counter()
+        lr_names = [_lr_name(i, group) for i, group in enumerate(optimiser.param_groups)]
+        for step, (batch, job) in enumerate(zip(prefetched(task.make_batch, jobs), jobs)):
+            n = len(job)
+            first, last = step % self.accumulate == 0, (step + 1) % self.accumulate == 0 or step + 1 == len(jobs)
+            if first:
+                optimiser.zero_grad(set_to_none=True)
+            losses = task.losses(batch, job, generator)
+            (losses["total"] / self.accumulate if self.accumulate > 1 else losses["total"]).backward()
+            for name, value in losses.items():
+                sums[name] += value.item() * n
+            for lr_name, group in zip(lr_names, optimiser.param_groups):
+                sums[lr_name] += group["lr"] * n
+            sums["_examples"] += n
+            if last:
+                if self.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                optimiser.step()
+                if scheduler is not None and self.schedule_every == "step":
+                    scheduler.step()
+            if on_step is not None:
+                on_step(epoch + 1, step + 1, len(jobs))
+        count = max(sums.pop("_examples"), 1)
+        record = {"epoch": epoch + 1, "loss": sums.pop("total") / count}
+        record.update({k: v / count for k, v in sums.items()})
+        record.update(clips=count, _started=started)
+        return record
+
+
+def _lr_name(i: int, group: dict) -> str:
+    """History key of a parameter group's learning rate: "lr" for the first, else <name>_lr."""
+    return "lr" if i == 0 else f"{group.get('name', f'group{i}')}_lr"
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+# -- devices, precision, random state ------------------------------------------------------------------
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, plain fp32 elsewhere (the CPU gains nothing from it and loses precision)."""
+    return torch.autocast("cuda", torch.bfloat16) if torch.device(device).type == "cuda" else nullcontext()
+
+
+class seeded:
+    """The global torch generators (dropout, drop-path) forked for the run and seeded, so training is
+    reproducible and the caller's random state is left as it was."""
+
+    def __init__(self, seed: int, device: torch.device):
+        self.seed = seed
+        cuda = torch.device(device).type == "cuda"
+        self.fork = torch.random.fork_rng(devices=[torch.device(device).index or torch.cuda.current_device()]
+                                          if cuda else [])
+
+    def __enter__(self):
+        self.fork.__enter__()
+        torch.manual_seed(self.seed)
+        return self
+
+    def __exit__(self, *exc):
+        return self.fork.__exit__(*exc)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak memory of the epoch on CUDA (allocated by torch), else of the process so far (resident)."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+# -- resumable state -----------------------------------------------------------------------------------
+
+class Resumable:
+    """`<directory>/last.pt`: written atomically after each epoch, read back with weights_only=True.
+    A file written by a run with other settings (`key`) is refused rather than mixed with this one."""
+
+    def __init__(self, directory: Path | str | None, key: dict):
+        self.path = None if directory is None else Path(directory) / LAST
+        self.key = json.loads(json.dumps(key))  # as it reads back: lists, not tuples
+
+    def load(self) -> dict | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state.get("key") != self.key:
+            changed = sorted(k for k in set(self.key) | set(state.get("key", {}))
+                             if self.key.get(k) != state.get("key", {}).get(k))
+            raise ValueError(f"{self.path} belongs to a training run with other settings (differs in "
+                             f"{', '.join(changed)}): remove it, or train in another directory")
+        return state
+
+    def resume(self, model: torch.nn.Module, optimiser, scheduler, generator: torch.Generator,
+               device: torch.device) -> dict | None:
+        """Restore model, optimiser, scheduler and random states from last.pt; the saved dict (history,
+        best ...) or None when there is nothing to resume."""
+        saved = self.load()
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimiser.load_state_dict(saved["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(saved["scheduler"])
+            generator.set_state(saved["rng"]["data"])
+            torch.set_rng_state(saved["rng"]["torch"])
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
+            log.info("training resumes after epoch %d (%s)", len(saved["history"]), self.path)
+        return saved
+
+    def save(self, model: torch.nn.Module, optimiser, scheduler, generator: torch.Generator, device: torch.device,
+             **extra) -> None:
+        """Everything `resume` needs after an epoch, plus `extra` (history, best ...)."""
+        if self.path is None:
+            return
+        rng = {"data": generator.get_state(), "torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.zeros(0, dtype=torch.uint8)}
+        with atomic_write(self.path, "wb") as fh:
+            torch.save({"key": self.key, "model": cpu_state(model), "optimizer": optimiser.state_dict(),
+                        "scheduler": None if scheduler is None else scheduler.state_dict(), "rng": rng, **extra}, fh)
+
+
+# -- data ------------------------------------------------------------------------------------------------
+
+def prefetched(make: Callable, jobs: Sequence) -> Iterator:
+    """make(job) for each job in order, the next one prepared in a worker thread while this one is used.
+    Nothing random may happen in `make`, so the result does not depend on timing."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(make, jobs[0]) if jobs else None
+        for k in range(len(jobs)):
+            result = future.result()
+            if k + 1 < len(jobs):
+                future = pool.submit(make, jobs[k + 1])
+            yield result
+
+
+def balanced_draw(groups: Sequence, generator: torch.Generator) -> list[int]:
+    """len(groups) indices drawn with replacement, each weighted by N / the size of its group, so
+    every group (a label, or a combination of labels) is drawn as often on average."""
+    counts = Counter(groups)
+    weights = torch.tensor([len(groups) / counts[g] for g in groups], dtype=torch.float64)
+    return torch.multinomial(weights, len(groups), replacement=True, generator=generator).tolist()
+
+
+def holdout(labels: np.ndarray, seed: int, fraction: float = HOLDOUT_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) of a seeded, label-stratified hold-out: `fraction` of each label's clips,
+    at least one where a label has two or more. Used only where a protocol gives no validation clips,
+    so that model selection never sees test data."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) >= 2:
+            val.extend(rng.choice(members, max(1, round(fraction * len(members))), replace=False))
+    val = np.sort(np.array(val, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(labels)), val), val
+
+
+def chunks(items: Sequence, size: int) -> list:
+    return [items[k:k + size] for k in range(0, len(items), size)]
+
