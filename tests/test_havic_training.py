@@ -26,6 +26,7 @@ from avbench.detectors.havic.training import (SELECTION, ClipStore, contrastive_
                                               label_combinations, pretrain, pretrain_losses, spec_augment)
 from avbench.loader import ClipSet, MediaLoader
 from avbench.runner import RunSettings, Runner
+from avbench.training import LAST
 
 TINY = HAVICConfig.tiny()
 SPEC = HAVICTinyDetector.input_spec
@@ -299,7 +300,7 @@ def test_an_interrupted_run_resumes_to_the_same_parameters(kind, tmp_path):
     assert torch.equal(torch.get_rng_state(), caller_state)  # training leaves the caller's generator alone
     with pytest.raises(Interrupt):
         _run(kind, tmp_path / "interrupted", on_epoch=_stop_after_first)
-    saved = torch.load(tmp_path / "interrupted" / training.LAST, weights_only=True)
+    saved = torch.load(tmp_path / "interrupted" / LAST, weights_only=True)
     assert len(saved["history"]) == 1 and {"model", "optimizer", "scheduler", "history", "rng"} <= set(saved)
     resumed, resumed_history = _run(kind, tmp_path / "interrupted")
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
@@ -372,7 +373,7 @@ def test_fit_pretrains_then_fine_tunes_and_resumes_from_its_training_dir(tmp_pat
     detector = HAVICTinyDetector(pretrain_epochs=1, epochs=2, seed=5)
     detector.use_training_dir(tmp_path)
     detector.fit(clips(train), clips(val), seed=1)
-    assert (tmp_path / "pretrain" / training.LAST).is_file() and (tmp_path / "finetune" / training.LAST).is_file()
+    assert (tmp_path / "pretrain" / LAST).is_file() and (tmp_path / "finetune" / LAST).is_file()
     assert [len(detector.history[k]) for k in ("pretrain", "finetune")] == [1, 2]
     assert detector.history["pretrain"][0]["clips"] == 4 and not detector.model.training
     again = HAVICTinyDetector(pretrain_epochs=1, epochs=2, seed=5)

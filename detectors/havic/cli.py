@@ -87,6 +87,7 @@ def pretrain(
     from avbench.io import atomic_write, write_json
     from avbench.loader import ClipSet, MediaLoader
     from avbench.runner import RunError, load_indexes, message_of
+    from avbench.training import LAST
 
     from . import training
     from .checkpoint import CheckpointError, init_from_audiomae, init_from_marlin
@@ -151,7 +152,7 @@ def pretrain(
     except ValueError as exc:
         raise fail(str(exc))
     if not trained_now:
-        err_console.print(f"{out / training.LAST} holds all {epochs} epochs already: nothing to train")
+        err_console.print(f"{out / LAST} holds all {epochs} epochs already: nothing to train")
     if clips.failures:
         reasons: dict[str, int] = {}
         for err in clips.failures.values():

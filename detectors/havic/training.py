@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avbench.clips import ClipError, ClipRef
-from avbench.training import LAST, Selection, Trainer, autocast, balanced_draw, chunks, holdout, prefetched
+from avbench.training import Selection, Trainer, autocast, balanced_draw, chunks, holdout
 
 from .model import (HAVIC, HAVICConfig, HAVICLogits, HAVICPretrain, PretrainOutput, patchify_audio, patchify_video,
                     segment_mask, tube_mask)

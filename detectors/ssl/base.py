@@ -1,17 +1,15 @@
 """What every detector on frozen self-supervised features shares (seed paper 001).
 
 `FeatureDetector` turns its options into backbones, reads their (cached) 25 Hz features for batches
-of clips, and names the paper's table row its configuration reproduces. `fit_module` is the one
-training loop of the trained detectors: Adam, mini-batches of whole clips, early stopping on the
-validation loss with the best weights kept, as the paper's Supp. A describes for all of them.
+of clips, and names the paper's table row its configuration reproduces. `fit_module` trains the
+trained detectors on avbench.training's Trainer: Adam, mini-batches of whole clips, early stopping on
+the validation loss with the best weights kept, as the paper's Supp. A describes for all of them.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
-import math
 from typing import TYPE_CHECKING, Callable, ClassVar, Sequence, TypeVar
 
 import numpy as np
@@ -32,8 +30,6 @@ T = TypeVar("T")
 
 #: Clips per backbone pass while reading training and validation features.
 EXTRACT_BATCH = 16
-#: Share of the training clips held out (stratified by label) when the protocol gives no validation clips.
-HOLDOUT_FRACTION = 0.1
 
 #: The paper's names for features (Tables 2 and 3), and for combinations of them (Table 3).
 PAPER_FEATURE_NAMES = {
@@ -190,19 +186,6 @@ class FeatureDetector(Detector):
 
 
 # -- training ------------------------------------------------------------------------------------------
-def holdout(labels: np.ndarray, seed: int, fraction: float = HOLDOUT_FRACTION) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val): `fraction` of each label's clips, at least one where a label has two
-    or more, drawn with `seed`; used only when the protocol gives no validation clips."""
-    rng = np.random.default_rng(seed)
-    val = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        if len(members) >= 2:
-            val.extend(rng.choice(members, max(1, round(fraction * len(members))), replace=False))
-    val = np.sort(np.array(val, dtype=np.int64))
-    return np.setdiff1d(np.arange(len(labels)), val), val
-
-
 def pad(arrays: Sequence[np.ndarray], device: str) -> tuple["torch.Tensor", "torch.Tensor"]:
     """(B, T_max, D) float32 zero-padded at the end, and the (B, T_max) mask of real frames."""
     import torch
@@ -224,7 +207,8 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 def fit_module(module: "torch.nn.Module", loss: Callable[["torch.nn.Module", list[T]], "torch.Tensor"],
                train: Sequence[T], val: Sequence[T], *, lr: float, batch_size: int, max_epochs: int, patience: int,
                seed: int, schedule: str | None = None) -> list[dict]:
-    """Train `module` with Adam; returns the history, one {epoch, train_loss, val_loss, lr} per epoch.
+    """Train `module` with Adam on avbench.training's Trainer; returns the history, one
+    {epoch, loss, val_loss, lr, best, ...} per epoch.
 
     loss(module, items) is the mean loss of a mini-batch of training or validation items (clips).
     Each epoch visits the training items in a seeded random order, in mini-batches of `batch_size`,
@@ -235,58 +219,53 @@ def fit_module(module: "torch.nn.Module", loss: Callable[["torch.nn.Module", lis
     """
     import torch
 
+    from avbench.training import Selection, Trainer
+
     optimiser = torch.optim.Adam(module.parameters(), lr=lr)
-    scheduler = None
-    if schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max_epochs)
+    if schedule is None:
+        scheduler, every = None, "epoch"
+    elif schedule == "cosine":
+        scheduler, every = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max_epochs), "epoch"
     elif schedule == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.1, patience=5)
-    elif schedule is not None:
+        scheduler, every = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.1, patience=5), "plateau"
+    else:
         raise ValueError(f"schedule must be None, 'cosine' or 'plateau', got {schedule!r}")
     if not val:
         log.warning("no validation clips: early stopping watches the training loss")
-    generator = torch.Generator().manual_seed(seed)
-    best, best_state, waited, history = math.inf, copy.deepcopy(module.state_dict()), 0, []
-    for epoch in range(max_epochs):
-        module.train()
-        order = torch.randperm(len(train), generator=generator).tolist()
-        total = 0.0
-        for start in range(0, len(train), batch_size):
-            batch = [train[i] for i in order[start:start + batch_size]]
-            optimiser.zero_grad()
-            value = loss(module, batch)
-            value.backward()
-            optimiser.step()
-            total += value.item() * len(batch)
-        train_loss = total / len(train)
-        module.eval()
+    trainer = Trainer(epochs=max_epochs, schedule_every=every, select=Selection("loss", "min"), patience=patience)
+    device = next(module.parameters()).device
+    return trainer.fit(module, optimiser, scheduler, _ItemTask(module, loss, train, val, batch_size), seed=seed,
+                       device=device, name=type(module).__name__)
+
+
+class _ItemTask:
+    """Mini-batches of whole items (clips' features) in a seeded order; validation by mean loss."""
+
+    def __init__(self, module, loss, train: Sequence, val: Sequence, batch_size: int):
+        self.module, self.loss, self.train, self.val, self.batch_size = module, loss, train, val, batch_size
+
+    def epoch_jobs(self, generator) -> list[list]:
+        import torch
+
+        order = torch.randperm(len(self.train), generator=generator).tolist()
+        return [[self.train[i] for i in order[k:k + self.batch_size]] for k in range(0, len(order), self.batch_size)]
+
+    def make_batch(self, job: list) -> list:
+        return job
+
+    def losses(self, batch: list, job: list, generator) -> dict:
+        return {"total": self.loss(self.module, batch)}
+
+    def validate(self, record: dict) -> dict:
+        import torch
+
+        if not self.val:
+            return {"loss": record["loss"]}
+        self.module.eval()
         with torch.no_grad():
-            val_loss = _mean_loss(module, loss, val, batch_size) if val else train_loss
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                        "lr": optimiser.param_groups[0]["lr"]})
-        if schedule == "plateau":
-            scheduler.step(val_loss)
-        elif scheduler is not None:
-            scheduler.step()
-        if val_loss < best:
-            best, best_state, waited = val_loss, copy.deepcopy(module.state_dict()), 0
-        else:
-            waited += 1
-            if waited >= patience:
-                break
-    module.load_state_dict(best_state)
-    module.eval()
-    log.info("%s trained %d epochs; best %s loss %.4g", type(module).__name__, len(history),
-             "validation" if val else "training", best)
-    return history
-
-
-def _mean_loss(module, loss, items, batch_size: int) -> float:
-    total = 0.0
-    for start in range(0, len(items), batch_size):
-        batch = items[start:start + batch_size]
-        total += loss(module, batch).item() * len(batch)
-    return total / len(items)
+            total = sum(self.loss(self.module, self.val[k:k + self.batch_size]).item() * len(self.val[k:k + self.batch_size])
+                        for k in range(0, len(self.val), self.batch_size))
+        return {"loss": total / len(self.val)}
 
 
 def state_to_numpy(module: "torch.nn.Module", prefix: str = "") -> dict[str, np.ndarray]:

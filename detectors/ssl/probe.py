@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from avbench.clips import Clip
-from avbench.detectors.ssl.base import FeatureDetector, fit_module, holdout, l2_normalise, load_numpy_state, pad, state_to_numpy
+from avbench.detectors.ssl.base import FeatureDetector, fit_module, l2_normalise, load_numpy_state, pad, state_to_numpy
+from avbench.training import holdout
 
 POOLINGS = ("lse", "mean", "max")
 
