@@ -18,7 +18,17 @@ data (`validate`). The trainer owns the rest, once for every family:
 - resumption: after each epoch `<directory>/last.pt` holds model, optimiser, scheduler, random
   states, history and best state, written atomically and read back with weights_only=True, so an
   interrupted run started again ends with the same parameters as one never interrupted; a file
-  written under another `key` (the family's settings and data) is refused.
+  written under another `key` (the family's settings and data) is refused;
+- data parallelism: in a torch.distributed process group (one process per device, e.g. under
+  torchrun; gloo on the CPU, nccl on GPUs) every rank draws the same epoch and takes every
+  world-th example of each batch; its losses are weighted by its share of the batch and gradients
+  are all-reduced, so a step is the step of one process on the whole batch (up to rounding). The
+  model starts from rank 0's parameters, only rank 0 writes last.pt, every rank validates on all
+  validation clips (the models are equal, so are the results) and figures are summed over ranks.
+  What a task draws per step (masks, augmentations) comes, on each rank, from a generator seeded
+  by (seed, epoch, rank), as does the rank's global torch generator (dropout): with one process
+  both come from the run's generators as before. A run resumes on another number of devices (the
+  data generator is the same on every rank, and last.pt holds no per-rank state).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from avbench.io import atomic_write
@@ -120,6 +131,7 @@ class Trainer:
         on_epoch(record) report progress."""
         dev = torch.device(device)
         params = [p for p in model.parameters() if p.requires_grad]  # in the model's order: the clipping norm's sum
+        rank, world = ranks()
         run = Resumable(directory, {"trainer": 1, **(key or {})})
         history: list[dict] = []
         best: dict | None = None
@@ -128,25 +140,31 @@ class Trainer:
             saved = run.resume(model, optimiser, scheduler, generator, dev)
             if saved is not None:
                 history, best = list(saved["history"]), saved["best"]
+            if world > 1:
+                for tensor in model.state_dict().values():
+                    dist.broadcast(tensor.data, src=0)
             for epoch in range(len(history), self.epochs):
                 if self._patience_spent(history):
                     break
-                record = self._epoch(model, optimiser, scheduler, task, generator, params, dev, epoch, on_step)
+                step_generator = generator
+                if world > 1:
+                    step_generator = torch.Generator().manual_seed(rank_seed(seed, epoch, rank))
+                    torch.manual_seed(rank_seed(seed, epoch, rank))
+                record = self._epoch(model, optimiser, scheduler, task, generator, step_generator, params, dev,
+                                     epoch, on_step)
                 result = task.validate(record)
                 improved = result is not None and self.select is not None and self.select.better(result, best)
                 if improved:
                     best = {"epoch": epoch + 1, **result, "state": cpu_state(model)}
-                if scheduler is None:
-                    pass
-                elif self.schedule_every == "epoch":
-                    scheduler.step()
-                elif self.schedule_every == "plateau":
-                    scheduler.step(result[self.select.metric] if result else record["loss"])
+                if scheduler is not None and self.schedule_every != "step":
+                    plateau = self.schedule_every == "plateau"
+                    scheduler.step(*((result[self.select.metric] if result else record["loss"],) if plateau else ()))
                 record.update({f"val_{k}": v for k, v in (result or {}).items()})
                 record.update(best=improved, seconds=round(time.perf_counter() - record.pop("_started"), 3),
                               peak_memory_mib=peak_memory_mib(dev))
                 history.append(record)
-                run.save(model, optimiser, scheduler, generator, dev, history=history, best=best)
+                if rank == 0:
+                    run.save(model, optimiser, scheduler, generator, dev, history=history, best=best)
                 log.info("%s epoch %d/%d: loss %.4f%s%s", name, epoch + 1, self.epochs, record["loss"],
                          "".join(f", val {k} {_num(v)}" for k, v in (result or {}).items()),
                          " (best so far)" if improved else "")
@@ -165,28 +183,35 @@ class Trainer:
         since = next((k for k, r in enumerate(reversed(history)) if r["best"]), len(history))
         return since >= self.patience
 
-    def _epoch(self, model, optimiser, scheduler, task: TrainingTask, generator: torch.Generator, params,
-               dev: torch.device, epoch: int, on_step) -> dict:
+    def _epoch(self, model, optimiser, scheduler, task: TrainingTask, generator: torch.Generator,
+               step_generator: torch.Generator, params, dev: torch.device, epoch: int, on_step) -> dict:
         started = time.perf_counter()
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         model.train()
+        rank, world = ranks()
         jobs = task.epoch_jobs(generator)
+        shards = [job[rank::world] for job in jobs] if world > 1 else jobs
         sums: Counter = Counter()
         lr_names = [_lr_name(i, group) for i, group in enumerate(optimiser.param_groups)]
-        for step, (batch, job) in enumerate(zip(prefetched(task.make_batch, jobs), jobs)):
-            n = len(job)
+        batches = prefetched(lambda shard: task.make_batch(shard) if len(shard) else None, shards)
+        for step, (batch, shard, job) in enumerate(zip(batches, shards, jobs)):
+            n = len(shard)
             first, last = step % self.accumulate == 0, (step + 1) % self.accumulate == 0 or step + 1 == len(jobs)
             if first:
                 optimiser.zero_grad(set_to_none=True)
-            losses = task.losses(batch, job, generator)
-            (losses["total"] / self.accumulate if self.accumulate > 1 else losses["total"]).backward()
-            for name, value in losses.items():
-                sums[name] += value.item() * n
+            if n:
+                losses = task.losses(batch, shard, step_generator)
+                share = n * world / len(job) / self.accumulate  # of the whole batch's mean loss, per rank
+                (losses["total"] * share if share != 1 else losses["total"]).backward()
+                for name, value in losses.items():
+                    sums[name] += value.item() * n
             for lr_name, group in zip(lr_names, optimiser.param_groups):
                 sums[lr_name] += group["lr"] * n
             sums["_examples"] += n
             if last:
+                if world > 1:
+                    _average_gradients(params, world)
                 if self.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
                 optimiser.step()
@@ -194,11 +219,35 @@ class Trainer:
                     scheduler.step()
             if on_step is not None:
                 on_step(epoch + 1, step + 1, len(jobs))
+        if world > 1:  # the figures of the whole batch: every rank's sums added
+            gathered: list[dict] = [{} for _ in range(world)]
+            dist.all_gather_object(gathered, dict(sums))
+            sums = sum((Counter(part) for part in gathered), Counter())
         count = max(sums.pop("_examples"), 1)
         record = {"epoch": epoch + 1, "loss": sums.pop("total") / count}
         record.update({k: v / count for k, v in sums.items()})
         record.update(clips=count, _started=started)
         return record
+
+
+def ranks() -> tuple[int, int]:
+    """(rank, world size) of this process in torch.distributed's group; (0, 1) outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def rank_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Sum every rank's gradients (a rank with no example this step adds zeros) and divide by `world`."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad.div_(world)
 
 
 def _lr_name(i: int, group: dict) -> str:

@@ -1,6 +1,7 @@
 """The core trainer on a tiny regression task: resumption ends bit-exact, the kept epoch is the best on
 validation (never the last or the best on training data), patience stops a run, accumulation equals a
-larger batch, balanced draws balance, and autocast is off on the CPU."""
+larger batch, balanced draws balance, autocast is off on the CPU, and two processes (gloo) train as one
+process on the same global batch, resuming on one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections import Counter
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from avbench.training import LAST, Selection, Trainer, autocast, balanced_draw
 
@@ -36,7 +39,9 @@ class Regression:
         x, y = batch
         assert not torch.is_autocast_enabled()  # no autocast on the CPU
         with autocast(torch.device("cpu")):
-            prediction = self.model(x).squeeze(-1) + self.noise * torch.randn(len(x), generator=generator)
+            prediction = self.model(x).squeeze(-1)
+        if self.noise:
+            prediction = prediction + self.noise * torch.randn(len(x), generator=generator)
         return {"total": torch.nn.functional.mse_loss(prediction, y), "abs": (prediction - y).abs().mean()}
 
     def validate(self, record):
@@ -54,9 +59,9 @@ def model_and_optimiser(seed: int = 0):
     return model, optimiser, torch.optim.lr_scheduler.StepLR(optimiser, step_size=2, gamma=0.5)
 
 
-def train(directory=None, on_epoch=None, epochs: int = 4, **trainer):
+def train(directory=None, on_epoch=None, epochs: int = 4, noise: float = 0.1, **trainer):
     model, optimiser, scheduler = model_and_optimiser()
-    task = Regression(model)
+    task = Regression(model, noise=noise)
     history = Trainer(epochs=epochs, grad_clip=1.0, schedule_every="step", select=Selection("loss", "min"),
                       **trainer).fit(model, optimiser, scheduler, task, seed=7, directory=directory,
                                      key={"task": "regression"}, on_epoch=on_epoch)
@@ -150,3 +155,32 @@ def test_autocast_is_bf16_on_cuda_and_nothing_on_the_cpu():
     assert not isinstance(autocast(torch.device("cpu")), torch.autocast)
     on_cuda = autocast(torch.device("cuda"))
     assert isinstance(on_cuda, torch.autocast) and on_cuda.fast_dtype == torch.bfloat16
+
+
+def _rank(rank: int, world: int, folder, epochs: int) -> None:
+    """One process of a gloo group: `train` on its share of each batch, rank 0 keeping the parameters."""
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous-{epochs}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        model, history = train(folder / "run", epochs=epochs, noise=0.0)
+        if rank == 0:
+            torch.save({"state": model.state_dict(), "history": history}, folder / f"rank0-{epochs}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_train_as_one_process_and_resume_on_one(tmp_path):
+    one, one_history = train(epochs=4, noise=0.0)
+    mp.spawn(_rank, args=(2, tmp_path, 4), nprocs=2)
+    two = torch.load(tmp_path / "rank0-4.pt", weights_only=True)
+    for name, value in one.state_dict().items():  # equal up to the rounding of a sum split in two
+        assert torch.allclose(two["state"][name], value, atol=1e-6), name
+    assert [r["loss"] for r in two["history"]] == pytest.approx([r["loss"] for r in one_history], rel=1e-5)
+    assert all(r["clips"] == 12 for r in two["history"])  # figures of the whole batch, not of one rank
+
+    (tmp_path / "switched").mkdir()
+    mp.spawn(_rank, args=(2, tmp_path / "switched", 2), nprocs=2)
+    resumed, resumed_history = train(tmp_path / "switched" / "run", epochs=4, noise=0.0)  # 2 epochs on 2, 2 on 1
+    assert len(resumed_history) == 4
+    for name, value in one.state_dict().items():
+        assert torch.allclose(resumed.state_dict()[name], value, atol=1e-6), name
