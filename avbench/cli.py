@@ -7,8 +7,11 @@ Exit codes: 0 success; 1 the work could not be done (missing data, bad checkpoin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import logging
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -370,23 +373,59 @@ def run(
     executor: ExecutorOption = Executor.local,
     ray_address: RayAddressOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a run folder that holds a run with other settings.")] = False,
+    devices: Annotated[Optional[str], typer.Option(
+        help="Train data-parallel, one process per device, e.g. cuda:0,cuda:1 (cpu,cpu: gloo, for tests); "
+             "replaces --device. Rank 0 scores and writes. Under torchrun, --device cuda is enough.")] = None,
 ):
     """Run a detector under a protocol for each seed: fit (if it trains), score every test clip, write a record.
 
     A finished run is not redone; an interrupted one resumes where it stopped, with any number of
-    workers. Example:
+    workers (and of --devices). Example:
 
         avbench run --detector avsync --protocol test_only --dataset folder --data-root folder=~/my_videos
     """
-    from avbench.runner import Runner
+    from avbench import distributed
+    from avbench.workers import usable_cores
 
+    device_list = [d.strip() for d in devices.split(",")] if devices else []
+    if device_list:
+        try:
+            distributed.check_devices(device_list)
+        except ValueError as exc:
+            raise fail(str(exc), EXIT_USAGE)
+        if executor is Executor.ray:
+            raise fail("--devices trains on this machine's devices; it does not combine with --executor ray", EXIT_USAGE)
+        if workers is None:  # the cores shared among the ranks' media workers
+            workers = max(1, usable_cores() // len(device_list))
     settings = _settings(detector, protocol, dataset=dataset, test_sets=test_sets, param=param, option=option,
                          data_root=data_root, workers=workers, clip_timeout=clip_timeout, seeds=seeds,
                          runs_dir=runs_dir, device=device.value, checkpoint=checkpoint, cache_dir=cache_dir,
                          overwrite=overwrite, tracking=tracking(landmark_every, detect_every), executor=executor.value,
                          ray_address=ray_address)
-    with _runner_errors(), _progress() as progress:
+    if device_list:
+        distributed.launch(functools.partial(_run_on_rank, settings), device_list)  # a failed rank: SystemExit
+        return
+    _run_and_report(dataclasses.replace(settings, device=distributed.join_from_env(settings.device)))
+
+
+def _run_on_rank(settings, device: str) -> None:
+    """One rank of `run --devices`: the run on its device, its exit code that of the command."""
+    try:
+        _run_and_report(dataclasses.replace(settings, device=device))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+def _run_and_report(settings) -> None:
+    """Run, then (on rank 0) print each seed's outcome and the leaderboard; exit 1 if a test set had no metrics."""
+    from avbench.distributed import is_main
+    from avbench.runner import Runner
+
+    main = is_main()
+    with _runner_errors(), (_progress() if main else contextlib.nullcontext()) as progress:
         outcomes = Runner(settings, progress).run()
+    if not main:
+        return
     problems = []
     for outcome in outcomes:
         cov = outcome.record["coverage"]
@@ -394,7 +433,7 @@ def run(
         console.print(f"seed {outcome.seed}: {note} · coverage {cov['scored']}/{cov['total']} scored"
                       + (f", failed: {cov['reasons']}" if cov["failed"] else "") + f" · {outcome.record_path}")
         problems += [f"seed {outcome.seed}: {p}" for p in outcome.record.get("problems", [])]
-    _show_leaderboard(runs_dir, ListFormat.table, detector=detector, protocol=settings.protocol.id)
+    _show_leaderboard(settings.runs_dir, ListFormat.table, detector=settings.detector, protocol=settings.protocol.id)
     if problems:
         for problem in problems:
             err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False)

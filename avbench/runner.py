@@ -18,6 +18,9 @@ run_key.json is written only then, so a run that could not start blocks no rerun
 FAIL_FAST_CLIPS clips a detector sees in a test set all fail with one detector error, the run stops
 with that error. A test set where no clip (or clips of one class only) could be scored still ends
 with a record, its metrics None and `problems` saying why.
+
+Several devices (avbench.distributed): every rank runs the same run and fits in lockstep; rank 0
+alone prepares run folders, saves fitted models, scores and writes records.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from avbench import metrics, registry
 from avbench.cache import MediaCache
 from avbench.clips import ClipError, ClipIndex, ClipRef
 from avbench.detector import Detector
+from avbench.distributed import barrier, is_main
 from avbench.faces import Tracking
 from avbench.io import atomic_write, sha256_file, sha256_json, write_json
 from avbench.loader import ClipSet, MediaLoader
@@ -103,7 +107,7 @@ class RunSettings:
 @dataclass
 class SeedOutcome:
     seed: int
-    status: str  # "done" (ran now) or "skipped" (already complete)
+    status: str  # "done" (ran now), "skipped" (already complete) or "fitted" (a rank > 0: fitted, wrote nothing)
     record_path: Path
     record: dict
 
@@ -265,6 +269,7 @@ class Runner:
                            "trains nothing, so pass --checkpoint DIR with a trained one")
         self.preflight()
         plans = [self.plan(seed, detector) for seed, detector in zip(self.s.seeds, detectors)]
+        barrier()  # every rank has read the folders before rank 0 changes them
         pending = [p for p in plans if p.outcome is None]
         if pending:  # the files every seed reads, opened once before the first clip is decoded
             self.ready(pending[0].detector)
@@ -415,9 +420,11 @@ class Runner:
     def run_seed(self, plan: "SeedPlan") -> SeedOutcome:
         seed, run_dir, key = plan.seed, plan.run_dir, plan.key
         first = self.ready(plan.detector)
-        if plan.replace:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        write_json(run_dir / "run_key.json", key)
+        if is_main():
+            if plan.replace:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            write_json(run_dir / "run_key.json", key)
+        barrier()
 
         started = time.perf_counter()
         timings = {"fit_seconds": 0.0, "load_seconds": 0.0, "score_seconds": 0.0}
@@ -428,9 +435,13 @@ class Runner:
                 self.s.detector, self.s.detector_options, seed, self.s.checkpoint))
             fitted, info = self.fitted_detector(fresh, fold, seed, run_dir, timings)
             fold_info.append(info)
+            if not is_main():  # rank 0 scores; this rank goes on to the next fit
+                continue
             with self.scorer(fitted) as scorer:
                 for test in fold.tests:
                     tables.append(self.score_test_set(scorer, fold, test, run_dir, timings))
+        if not is_main():
+            return SeedOutcome(seed, "fitted", run_dir / "record.json", {})
         scores = pd.concat(tables, ignore_index=True)
         with atomic_write(run_dir / "scores.parquet", "wb") as fh:
             scores.to_parquet(fh, index=False)
@@ -469,6 +480,8 @@ class Runner:
                     train_failed=_reasons(train.failures), val_failed=_reasons(val.failures))
         if detector.history:
             info["history"] = detector.history
+        if not is_main():
+            return detector, info
         staging = model_dir.with_name(model_dir.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         detector.save(staging)

@@ -49,6 +49,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from avbench.distributed import ranks
 from avbench.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -228,13 +229,6 @@ class Trainer:
         record.update({k: v / count for k, v in sums.items()})
         record.update(clips=count, _started=started)
         return record
-
-
-def ranks() -> tuple[int, int]:
-    """(rank, world size) of this process in torch.distributed's group; (0, 1) outside one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def rank_seed(seed: int, epoch: int, rank: int) -> int:
