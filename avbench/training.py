@@ -362,10 +362,21 @@ def balanced_draw(groups: Sequence, generator: torch.Generator) -> list[int]:
     return torch.multinomial(weights, len(groups), replacement=True, generator=generator).tolist()
 
 
-def holdout(labels: np.ndarray, seed: int, fraction: float = HOLDOUT_FRACTION) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val) of a seeded, label-stratified hold-out: `fraction` of each label's clips,
-    at least one where a label has two or more. Used only where a protocol gives no validation clips,
-    so that model selection never sees test data."""
+def labels_of(refs: Sequence) -> np.ndarray:
+    return np.array([r.label for r in refs], dtype=np.int64)
+
+
+def holdout(labels: np.ndarray, seed: int, fraction: float = HOLDOUT_FRACTION,
+            identities: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) of the seeded hold-out that stands in for validation where a protocol gives
+    none (never test data). Without identities: `fraction` of each label's clips, at least one where a
+    label has two or more. With `identities` (one per clip; "" unknown, each such clip its own) where
+    two or more are known: whole identities, drawn in a seeded order and taken while a label still
+    lacks its share, so that no person is both trained on and validated on (their clips would make
+    validation optimistic); at most half of the identities are held out."""
+    labels = np.asarray(labels)
+    if identities is not None and len({i for i in identities if i}) >= 2:
+        return _holdout_identities(labels, seed, fraction, identities)
     rng = np.random.default_rng(seed)
     val = []
     for label in np.unique(labels):
@@ -373,6 +384,24 @@ def holdout(labels: np.ndarray, seed: int, fraction: float = HOLDOUT_FRACTION) -
         if len(members) >= 2:
             val.extend(rng.choice(members, max(1, round(fraction * len(members))), replace=False))
     val = np.sort(np.array(val, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(labels)), val), val
+
+
+def _holdout_identities(labels: np.ndarray, seed: int, fraction: float, identities: Sequence[str]):
+    keys = np.array([identity or f"\0clip {k}" for k, identity in enumerate(identities)], dtype=object)
+    people = sorted(set(keys))
+    order = np.random.default_rng(seed).permutation(len(people))
+    want = {int(label): max(1, round(fraction * n)) for label, n in Counter(labels.tolist()).items() if n >= 2}
+    held: list[str] = []
+    got: Counter = Counter()
+    for k in order:
+        if len(held) >= len(people) // 2 or all(got[label] >= n for label, n in want.items()):
+            break
+        members = labels[keys == people[k]].tolist()
+        if any(got[label] < want.get(label, 0) for label in members):
+            held.append(people[k])
+            got.update(members)
+    val = np.flatnonzero(np.isin(keys, held))
     return np.setdiff1d(np.arange(len(labels)), val), val
 
 

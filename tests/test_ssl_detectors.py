@@ -251,9 +251,9 @@ def test_anomaly_detectors_train_on_real_clips_only(monkeypatch):
     original = NextTokenPrediction.collect
 
     def spy(self, clips):
-        features, labels = original(self, clips)
-        seen.extend(labels.tolist())
-        return features, labels
+        features, refs = original(self, clips)
+        seen.extend(r.label for r in refs)
+        return features, refs
 
     monkeypatch.setattr(NextTokenPrediction, "collect", spy)
     NextTokenPrediction(features=["waves"], d_model=16, layers=1, heads=2, ffn=16, max_epochs=2, tiny=True).fit(

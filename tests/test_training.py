@@ -184,3 +184,20 @@ def test_two_gloo_processes_train_as_one_process_and_resume_on_one(tmp_path):
     assert len(resumed_history) == 4
     for name, value in one.state_dict().items():
         assert torch.allclose(resumed.state_dict()[name], value, atol=1e-6), name
+
+
+def test_the_hold_out_keeps_each_identity_on_one_side():
+    import numpy as np
+
+    from avbench.training import holdout
+
+    identities = [f"p{k // 4}" for k in range(40)]  # 10 people, 4 clips each: 2 real, 2 fake
+    labels = np.array([k % 2 for k in range(40)])
+    keep, val = holdout(labels, seed=5, identities=identities)
+    held_people = {identities[k] for k in val}
+    assert held_people and held_people.isdisjoint(identities[k] for k in keep)
+    assert set(labels[val].tolist()) == {0, 1} and len(val) == 4  # 10% of each label, whole people
+    assert np.array_equal(holdout(labels, seed=5, identities=identities)[1], val)
+    assert not np.array_equal(holdout(labels, seed=6, identities=identities)[1], val)
+    unknown = holdout(labels, seed=5, identities=[""] * 40)  # no identities: clips stratified by label
+    assert np.array_equal(unknown[1], holdout(labels, seed=5)[1])

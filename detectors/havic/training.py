@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avbench.clips import ClipError, ClipRef
-from avbench.training import Selection, Trainer, autocast, balanced_draw, chunks, holdout
+from avbench.training import Selection, Trainer, autocast, balanced_draw, chunks, holdout, labels_of
 
 from .model import (HAVIC, HAVICConfig, HAVICLogits, HAVICPretrain, PretrainOutput, patchify_audio, patchify_video,
                     segment_mask, tube_mask)
@@ -402,14 +402,16 @@ SELECTION = Selection("auc", "max", tie_break=("loss", "min"))
 
 def split_validation(train: ClipStore, val: ClipStore | None, seed: int) -> tuple[ClipStore, list[int], ClipStore, list[int]]:
     """(train store, train clips, validation store, validation clips). Without usable validation clips, a
-    seeded hold-out of the training clips stratified by label takes their place (a warning says so)."""
+    seeded hold-out of the training clips (`avbench.training.holdout`: by label, whole identities where
+    the index has them) takes their place (a warning says so)."""
     usable = train.usable()
     checked = val.usable() if val is not None else []
     if checked:
         return train, usable, val, checked
     why = "no validation clips were given" if val is None or not val.clips.refs else \
         f"none of the {len(val.clips.refs)} validation clips can be used"
-    keep, held = holdout(np.array([train.entries[i].ref.label for i in usable]), seed)
+    refs = [train.entries[i].ref for i in usable]
+    keep, held = holdout(labels_of(refs), seed, identities=[r.identity for r in refs])
     log.warning("HAVIC fine-tuning: %s; model selection uses a seeded stratified hold-out of %d of the %d "
                 "training clips instead", why, len(held), len(usable))
     return train, [usable[k] for k in keep], train, [usable[k] for k in held]

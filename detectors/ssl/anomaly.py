@@ -47,10 +47,10 @@ class AnomalyDetector(FeatureDetector):
     def fit(self, train: ClipSet, val: ClipSet, seed: int, device: str = "cpu") -> "AnomalyDetector":
         torch.manual_seed(seed)
         self.device = device
-        train_x, _ = self.collect(real_clips(train))
-        val_x, _ = self.collect(real_clips(val)) if len(val) else ([], None)
+        train_x, train_refs = self.collect(real_clips(train))
+        val_x = self.collect(real_clips(val))[0] if len(val) else []
         if not val_x:
-            keep, held = holdout(np.zeros(len(train_x), dtype=np.int64), seed)
+            keep, held = holdout(np.zeros(len(train_x), dtype=np.int64), seed, identities=[r.identity for r in train_refs])
             train_x, val_x = [train_x[i] for i in keep], [train_x[i] for i in held]
         if not train_x:
             raise ValueError(f"{self.name}: training needs real clips, and the training set has none")

@@ -153,11 +153,11 @@ class FeatureDetector(Detector):
             out.append(arrays)
         return out
 
-    def collect(self, clips: "ClipSet") -> tuple[list[tuple[np.ndarray, ...]], np.ndarray]:
-        """Features and labels of every usable clip of a ClipSet, read once before training. A clip
+    def collect(self, clips: "ClipSet") -> tuple[list[tuple[np.ndarray, ...]], list["ClipRef"]]:
+        """Features and refs of every usable clip of a ClipSet, read once before training. A clip
         whose features fail is recorded in `clips.failures` (the runner reports them) and left out."""
         features: list[tuple[np.ndarray, ...]] = []
-        labels: list[int] = []
+        refs: list[ClipRef] = []
         batch: list[Clip] = []
 
         def flush():
@@ -173,7 +173,7 @@ class FeatureDetector(Detector):
                         clips.failures[clip.ref.clip_id] = err
             for clip, f in found:
                 features.append(f)
-                labels.append(clip.ref.label)
+                refs.append(clip.ref)
             batch.clear()
 
         for clip in clips:
@@ -182,7 +182,7 @@ class FeatureDetector(Detector):
                 flush()
         if batch:
             flush()
-        return features, np.array(labels, dtype=np.int64)
+        return features, refs
 
 
 # -- training ------------------------------------------------------------------------------------------

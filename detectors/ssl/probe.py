@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from avbench.clips import Clip
 from avbench.detectors.ssl.base import FeatureDetector, fit_module, l2_normalise, load_numpy_state, pad, state_to_numpy
-from avbench.training import holdout
+from avbench.training import holdout, labels_of
 
 POOLINGS = ("lse", "mean", "max")
 
@@ -62,10 +62,11 @@ class LinearProbe(FeatureDetector):
     def fit(self, train, val, seed: int, device: str = "cpu") -> "LinearProbe":
         torch.manual_seed(seed)
         self.device = device
-        train_x, train_y = self.collect(train)
-        val_x, val_y = self.collect(val) if len(val) else ([], np.zeros(0, dtype=np.int64))
+        train_x, train_refs = self.collect(train)
+        val_x, val_refs = self.collect(val) if len(val) else ([], [])
+        train_y, val_y = labels_of(train_refs), labels_of(val_refs)
         if not val_x:
-            keep, held = holdout(train_y, seed)
+            keep, held = holdout(train_y, seed, identities=[r.identity for r in train_refs])
             val_x, val_y = [train_x[i] for i in held], train_y[held]
             train_x, train_y = [train_x[i] for i in keep], train_y[keep]
         if set(train_y.tolist()) != {0, 1}:
