@@ -54,6 +54,7 @@ from avbench.faces import Tracking
 from avbench.io import atomic_write, sha256_file, sha256_json, write_json
 from avbench.loader import ClipSet, MediaLoader
 from avbench.protocol import Fold, Protocol, Selection, TestSet, select
+from avbench.reporting import reporting_to
 from avbench.scoring import SCORE_COLUMNS, InProcess, RayScorers, ScoringError
 from avbench.workers import MediaPool, RayPool
 
@@ -474,7 +475,8 @@ class Runner:
         training_dir = model_dir.with_name(model_dir.name + ".training")
         training_dir.mkdir(parents=True, exist_ok=True)
         detector.use_training_dir(training_dir)
-        detector.fit(train, val, seed=seed, device=self.s.device)
+        with reporting_to(self.progress):  # a training loop's bars join the run's display
+            detector.fit(train, val, seed=seed, device=self.s.device)
         timings["fit_seconds"] += time.perf_counter() - t0
         info.update(fit="fitted", train_clips=len(train), val_clips=len(val),
                     train_failed=_reasons(train.failures), val_failed=_reasons(val.failures))

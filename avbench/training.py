@@ -14,7 +14,8 @@ data (`validate`). The trainer owns the rest, once for every family:
   test data (a task only sees the clips the runner gives `fit`: train and val); early stopping after
   `patience` epochs without a better one;
 - history: one record per epoch (mean losses per example, learning rate of each parameter group,
-  validation result as val_<name>, whether it is the best so far, seconds, peak memory);
+  validation result as val_<name>, whether it is the best so far, seconds, peak memory), and a bar
+  on the run's progress display (avbench.reporting) while the fit lasts;
 - resumption: after each epoch `<directory>/last.pt` holds model, optimiser, scheduler, random
   states, history and best state, written atomically and read back with weights_only=True, so an
   interrupted run started again ends with the same parameters as one never interrupted; a file
@@ -51,6 +52,7 @@ from torch import Tensor
 
 from avbench.distributed import ranks
 from avbench.io import atomic_write
+from avbench.reporting import Bar
 
 log = logging.getLogger(__name__)
 
@@ -144,33 +146,38 @@ class Trainer:
             if world > 1:
                 for tensor in model.state_dict().values():
                     dist.broadcast(tensor.data, src=0)
-            for epoch in range(len(history), self.epochs):
-                if self._patience_spent(history):
-                    break
-                step_generator = generator
-                if world > 1:
-                    step_generator = torch.Generator().manual_seed(rank_seed(seed, epoch, rank))
-                    torch.manual_seed(rank_seed(seed, epoch, rank))
-                record = self._epoch(model, optimiser, scheduler, task, generator, step_generator, params, dev,
-                                     epoch, on_step)
-                result = task.validate(record)
-                improved = result is not None and self.select is not None and self.select.better(result, best)
-                if improved:
-                    best = {"epoch": epoch + 1, **result, "state": cpu_state(model)}
-                if scheduler is not None and self.schedule_every != "step":
-                    plateau = self.schedule_every == "plateau"
-                    scheduler.step(*((result[self.select.metric] if result else record["loss"],) if plateau else ()))
-                record.update({f"val_{k}": v for k, v in (result or {}).items()})
-                record.update(best=improved, seconds=round(time.perf_counter() - record.pop("_started"), 3),
-                              peak_memory_mib=peak_memory_mib(dev))
-                history.append(record)
-                if rank == 0:
-                    run.save(model, optimiser, scheduler, generator, dev, history=history, best=best)
-                log.info("%s epoch %d/%d: loss %.4f%s%s", name, epoch + 1, self.epochs, record["loss"],
-                         "".join(f", val {k} {_num(v)}" for k, v in (result or {}).items()),
-                         " (best so far)" if improved else "")
-                if on_epoch is not None:
-                    on_epoch(record)
+            bar = Bar(f"{name} · epoch {len(history) + 1}/{self.epochs}")
+            try:
+                for epoch in range(len(history), self.epochs):
+                    if self._patience_spent(history):
+                        break
+                    step_generator = generator
+                    if world > 1:
+                        step_generator = torch.Generator().manual_seed(rank_seed(seed, epoch, rank))
+                        torch.manual_seed(rank_seed(seed, epoch, rank))
+                    record = self._epoch(model, optimiser, scheduler, task, generator, step_generator, params, dev,
+                                         epoch, bar, on_step)
+                    result = task.validate(record)
+                    improved = result is not None and self.select is not None and self.select.better(result, best)
+                    if improved:
+                        best = {"epoch": epoch + 1, **result, "state": cpu_state(model)}
+                    if scheduler is not None and self.schedule_every != "step":
+                        plateau = self.schedule_every == "plateau"
+                        scheduler.step(*((result[self.select.metric] if result else record["loss"],) if plateau else ()))
+                    record.update({f"val_{k}": v for k, v in (result or {}).items()})
+                    record.update(best=improved, seconds=round(time.perf_counter() - record.pop("_started"), 3),
+                                  peak_memory_mib=peak_memory_mib(dev))
+                    history.append(record)
+                    if rank == 0:
+                        run.save(model, optimiser, scheduler, generator, dev, history=history, best=best)
+                    said = "".join(f", val {k} {_num(v)}" for k, v in (result or {}).items())
+                    log.info("%s epoch %d/%d: loss %.4f%s%s", name, epoch + 1, self.epochs, record["loss"], said,
+                             " (best so far)" if improved else "")
+                    bar.describe(f"{name} · epoch {epoch + 1}/{self.epochs} · loss {record['loss']:.4f}{said}")
+                    if on_epoch is not None:
+                        on_epoch(record)
+            finally:
+                bar.close()
         if best is not None:
             model.load_state_dict(best["state"])
             log.info("%s keeps epoch %d (%s)", name, best["epoch"],
@@ -185,13 +192,15 @@ class Trainer:
         return since >= self.patience
 
     def _epoch(self, model, optimiser, scheduler, task: TrainingTask, generator: torch.Generator,
-               step_generator: torch.Generator, params, dev: torch.device, epoch: int, on_step) -> dict:
+               step_generator: torch.Generator, params, dev: torch.device, epoch: int, bar: Bar, on_step) -> dict:
         started = time.perf_counter()
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         model.train()
         rank, world = ranks()
         jobs = task.epoch_jobs(generator)
+        if bar.total is None:  # the epochs left, in steps, once one epoch's batches are drawn
+            bar.set_total((self.epochs - epoch) * len(jobs))
         shards = [job[rank::world] for job in jobs] if world > 1 else jobs
         sums: Counter = Counter()
         lr_names = [_lr_name(i, group) for i, group in enumerate(optimiser.param_groups)]
@@ -218,6 +227,7 @@ class Trainer:
                 optimiser.step()
                 if scheduler is not None and self.schedule_every == "step":
                     scheduler.step()
+            bar.advance()
             if on_step is not None:
                 on_step(epoch + 1, step + 1, len(jobs))
         if world > 1:  # the figures of the whole batch: every rank's sums added

@@ -201,3 +201,36 @@ def test_the_hold_out_keeps_each_identity_on_one_side():
     assert not np.array_equal(holdout(labels, seed=6, identities=identities)[1], val)
     unknown = holdout(labels, seed=5, identities=[""] * 40)  # no identities: clips stratified by label
     assert np.array_equal(unknown[1], holdout(labels, seed=5)[1])
+
+
+class Display:
+    """What a rich Progress is asked to show."""
+
+    def __init__(self):
+        self.tasks, self.advanced, self.removed = {}, 0, []
+
+    def add_task(self, description, total=None):
+        self.tasks[len(self.tasks)] = {"description": description, "total": total}
+        return len(self.tasks) - 1
+
+    def update(self, task, **fields):
+        self.tasks[task].update(fields)
+
+    def advance(self, task, n=1):
+        self.advanced += n
+
+    def remove_task(self, task):
+        self.removed.append(task)
+
+
+def test_a_fit_shows_one_bar_on_the_lent_display_and_none_elsewhere():
+    from avbench.reporting import reporting_to
+
+    display = Display()
+    with reporting_to(display):
+        _, history = train(epochs=2)
+    (bar,) = display.tasks.values()
+    assert bar["total"] == 6 and display.advanced == 6 and display.removed == [0]  # 2 epochs of 3 steps
+    assert bar["description"].startswith("training · epoch 2/2 · loss")
+    train(epochs=1)  # no display lent: nothing to show, nothing fails
+    assert len(display.tasks) == 1
