@@ -289,6 +289,18 @@ class seeded:
         return self.fork.__exit__(*exc)
 
 
+def use_grad_checkpointing(model: torch.nn.Module) -> int:
+    """Recompute activations in the backward pass instead of keeping them, in every submodule that
+    supports it (the timm convention: a `grad_checkpointing` attribute its forward reads); returns
+    how many. A model with none refuses, naming itself."""
+    found = [m for m in model.modules() if hasattr(m, "grad_checkpointing")]
+    if not found:
+        raise ValueError(f"{type(model).__name__} does not support gradient checkpointing")
+    for module in found:
+        module.grad_checkpointing = True
+    return len(found)
+
+
 def peak_memory_mib(device: torch.device) -> float:
     """Peak memory of the epoch on CUDA (allocated by torch), else of the process so far (resident)."""
     if device.type == "cuda":

@@ -434,3 +434,27 @@ def test_pretrain_command_writes_a_checkpoint_that_fine_tuning_starts_from(corpu
     assert torch.equal(model.audio_encoder.blocks[1].attn.qkv.weight, pretrained.audio_encoder.blocks[1].attn.qkv.weight)
     again = runner.invoke(app, args + ["--split", "all"])
     assert again.exit_code == 0 and "nothing to train" in again.output
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    from avbench.training import use_grad_checkpointing
+
+    audio, video = inputs()
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny(HAVICPretrain)
+        model.train()
+        if checkpointing:
+            assert use_grad_checkpointing(model) == 2  # the audio and the visual encoder
+        keep = (training.tube_mask(2, TINY, torch.Generator().manual_seed(0)),
+                training.segment_mask(2, TINY, torch.Generator().manual_seed(0)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(5)  # drop-path draws the same masks in both runs (and again when recomputed)
+            losses = pretrain_losses(model(audio, video, video_keep=keep[0], audio_keep=keep[1]), audio, video, TINY)
+            losses["total"].backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7, msg=name)
+    with pytest.raises(ValueError, match="does not support gradient checkpointing"):
+        use_grad_checkpointing(torch.nn.Linear(2, 2))

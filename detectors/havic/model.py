@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -279,15 +280,17 @@ class Encoded(NamedTuple):
 
 
 def _encode(tokens: Tensor, cls: Tensor, keep: Tensor | None, blocks: nn.ModuleList, norm: nn.Module,
-            cfg: HAVICConfig) -> Encoded:
+            cfg: HAVICConfig, checkpointing: bool = False) -> Encoded:
     """The encoders' shared forward: keep the visible tokens, lead each segment with its CLS token, run
-    the blocks, and take the final norm of the tokens after each tap."""
+    the blocks, and take the final norm of the tokens after each tap. `checkpointing`: each block's
+    activations are recomputed in the backward pass instead of kept (same values: drop-path's random
+    state is replayed)."""
     if keep is not None:
         tokens = _gather(tokens, keep)
     h = with_segment_cls(tokens, cls.expand(tokens.shape[0], -1, -1))
     taps = []
     for i, block in enumerate(blocks[:cfg.taps[-1]], start=1):
-        h = block(h)
+        h = checkpoint(block, h, use_reentrant=False) if checkpointing else block(h)
         if i in cfg.taps:
             cls, patches = split_segment_cls(norm(h), cfg.n_segments)
             taps.append(patches)
@@ -309,6 +312,7 @@ class AudioEncoder(nn.Module):
         self.patch_embed.proj = nn.Conv2d(1, cfg.dim, cfg.patch_size, cfg.patch_size)
         self.norm = nn.LayerNorm(cfg.dim)
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.grad_checkpointing = False  # avbench.training.use_grad_checkpointing turns it on
 
     def tokens(self, audio: Tensor) -> Tensor:
         # The spectrogram is laid out as (mel, time), so patches are numbered frequency row by row.
@@ -318,7 +322,8 @@ class AudioEncoder(nn.Module):
     def forward(self, audio: Tensor, keep: Tensor | None = None) -> Encoded:
         """keep: indices of the visible tokens (pre-training masks), None for all of them."""
         # the authors' audio encoder leaves cls_pos_embed out of its CLS tokens
-        return _encode(self.tokens(audio), self.cls_tokens, keep, self.blocks, self.norm, self.cfg)
+        return _encode(self.tokens(audio), self.cls_tokens, keep, self.blocks, self.norm, self.cfg,
+                       self.grad_checkpointing and self.training)
 
 
 class VisualEncoder(nn.Module):
@@ -336,6 +341,7 @@ class VisualEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim)
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, marlin=True, drop_path=cfg.visual_drop_path)
                                     for _ in range(cfg.depth))
+        self.grad_checkpointing = False
 
     def tokens(self, video: Tensor) -> Tensor:
         return self.pos_embedding(self.patch_embedding.projection(video).flatten(2).transpose(1, 2))
@@ -343,7 +349,7 @@ class VisualEncoder(nn.Module):
     def forward(self, video: Tensor, keep: Tensor | None = None) -> Encoded:
         """keep: indices of the visible tokens (pre-training masks), None for all of them."""
         return _encode(self.tokens(video), self.cls_tokens + self.cls_pos_embed, keep, self.blocks, self.norm,
-                       self.cfg)
+                       self.cfg, self.grad_checkpointing and self.training)
 
 
 # -- audio-visual interaction --------------------------------------------------------------------------

@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avbench.clips import ClipError, ClipRef
-from avbench.training import Selection, Trainer, autocast, balanced_draw, chunks, holdout, labels_of
+from avbench.training import (Selection, Trainer, autocast, balanced_draw, chunks, holdout, labels_of,
+                              use_grad_checkpointing)
 
 from .model import (HAVIC, HAVICConfig, HAVICLogits, HAVICPretrain, PretrainOutput, patchify_audio, patchify_video,
                     segment_mask, tube_mask)
@@ -292,7 +293,8 @@ def pretrain(model: HAVICPretrain, clips: "ClipSet | ClipStore", *, seed: int = 
              weight_decay: float = 0.05, betas: tuple[float, float] = (0.95, 0.999), grad_clip: float = 1.0,
              temperature: float = 0.07, rec_tokens: str = "all", rec_weight: float = 1.0, cl_weight: float = 0.01,
              cross_weight: float = 1.0, real_only: bool = True, pad_short: bool = False,
-             directory: Path | str | None = None, on_step: Callable[[int, int, int], None] | None = None,
+             grad_checkpointing: bool = False, directory: Path | str | None = None,
+             on_step: Callable[[int, int, int], None] | None = None,
              on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Pre-train `model` in place on the real clips of `clips` (all of them with real_only=False); returns
     the history, one {epoch, loss, rec, cl, cross, lr, clips, seconds, ...} per epoch.
@@ -312,6 +314,8 @@ def pretrain(model: HAVICPretrain, clips: "ClipSet | ClipStore", *, seed: int = 
                          f"({len(store.clips.refs)} clips given; failed: {dict(reasons) or 'none'})")
     dev = torch.device(device)
     model.to(dev)
+    if grad_checkpointing:
+        use_grad_checkpointing(model)
     steps = math.ceil(len(usable) / batch_size)
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=betas,
                                   weight_decay=weight_decay)
@@ -421,7 +425,7 @@ def finetune(model: HAVIC, train: "ClipSet | ClipStore", val: "ClipSet | ClipSto
              device: str = "cpu", epochs: int = 50, batch_size: int = 32, lr: float = 1e-5, head_lr: float = 1e-4,
              weight_decay: float = 0.05, betas: tuple[float, float] = (0.95, 0.999), restart_epochs: int = 10,
              grad_clip: float = 1.0, spec_freq_mask: int = 20, spec_time_mask: int = 100, eval_batch_size: int = 8,
-             pad_short: bool = False, directory: Path | str | None = None,
+             pad_short: bool = False, grad_checkpointing: bool = False, directory: Path | str | None = None,
              on_step: Callable[[int, int, int], None] | None = None,
              on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Fine-tune `model` in place and leave it with the weights of its best validation epoch; returns the
@@ -444,6 +448,8 @@ def finetune(model: HAVIC, train: "ClipSet | ClipStore", val: "ClipSet | ClipSto
         raise ValueError(f"no training clip can be used ({len(train_store.clips.refs)} given; failed: {dict(reasons)})")
     dev = torch.device(device)
     model.to(dev)
+    if grad_checkpointing:
+        use_grad_checkpointing(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     base = [p for n, p in named if n.startswith(PRETRAINED_PARTS)]
     head = [p for n, p in named if not n.startswith(PRETRAINED_PARTS)]
