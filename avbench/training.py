@@ -245,13 +245,27 @@ def rank_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
+#: Gradient elements all-reduced in one call (a flat buffer per bucket: few calls, bounded extra memory).
+BUCKET_ELEMENTS = 2**25
+
+
 def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
-    """Sum every rank's gradients (a rank with no example this step adds zeros) and divide by `world`."""
+    """Sum every rank's gradients (a rank with no example this step adds zeros) and divide by `world`,
+    in buckets of about BUCKET_ELEMENTS elements of one dtype."""
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad.div_(world)
+    bucket: list[Tensor] = []
+    for k, p in enumerate(params):
+        bucket.append(p.grad)
+        full = sum(g.numel() for g in bucket) >= BUCKET_ELEMENTS
+        if full or k + 1 == len(params) or params[k + 1].grad.dtype != p.grad.dtype:
+            flat = torch.cat([g.flatten() for g in bucket])
+            dist.all_reduce(flat)
+            flat.div_(world)
+            for g, part in zip(bucket, flat.split([g.numel() for g in bucket])):
+                g.copy_(part.view_as(g))
+            bucket = []
 
 
 def _lr_name(i: int, group: dict) -> str:
