@@ -123,6 +123,8 @@ class Trainer:
             raise ValueError("a plateau schedule steps on the selection metric: give select")
         if self.accumulate < 1:
             raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
+        if self.patience is not None and self.select is None:
+            raise ValueError("patience counts epochs without a better validation result: give select")
 
     def fit(self, model: torch.nn.Module, optimiser: torch.optim.Optimizer, scheduler, task: TrainingTask, *,
             seed: int, device: str | torch.device = "cpu", directory: Path | str | None = None,
@@ -233,7 +235,10 @@ class Trainer:
         if world > 1:  # the figures of the whole batch: every rank's sums added
             gathered: list[dict] = [{} for _ in range(world)]
             dist.all_gather_object(gathered, dict(sums))
-            sums = sum((Counter(part) for part in gathered), Counter())
+            sums = Counter()
+            for part in gathered:  # not Counter's `+`, which drops the keys whose sum is not positive
+                for key, value in part.items():
+                    sums[key] += value
         count = max(sums.pop("_examples"), 1)
         record = {"epoch": epoch + 1, "loss": sums.pop("total") / count}
         record.update({k: v / count for k, v in sums.items()})
