@@ -1,0 +1,14 @@
+"""FauForensics (seed paper 002): facial-action-unit guided audio-visual deepfake detection.
+
+Importing this package does not import torch; the names below load their modules on first use.
+
+- `FauForensics`, `FauForensicsConfig`, `Logits`, `loss`: the network at the paper's size or the
+  tiny CPU twin, its three heads and the 0.8/0.1/0.1 loss (model.py).
+"""
+
+from avbench.lazy import lazy_exports
+
+_EXPORTS = {"FauForensics": "model", "FauForensicsConfig": "model", "Logits": "model", "loss": "model"}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
