@@ -4,11 +4,14 @@ Importing this package does not import torch; the names below load their modules
 
 - `FauForensics`, `FauForensicsConfig`, `Logits`, `loss`: the network at the paper's size or the
   tiny CPU twin, its three heads and the 0.8/0.1/0.1 loss (model.py).
+- `log_mel`, `face_frames`: one window's inputs as the authors' loader makes them (preprocess.py).
 """
 
 from avbench.lazy import lazy_exports
 
-_EXPORTS = {"FauForensics": "model", "FauForensicsConfig": "model", "Logits": "model", "loss": "model"}
+_EXPORTS = {"FauForensics": "model", "FauForensicsConfig": "model", "Logits": "model", "loss": "model",
+            "log_mel": "preprocess", "face_frames": "preprocess", "mel_filters": "preprocess",
+            "power_spectrogram": "preprocess"}
 
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
