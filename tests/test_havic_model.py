@@ -76,7 +76,7 @@ def test_full_size_table_loads_strictly_with_module_prefix(tmp_path):
     with torch.device("meta"):
         model = HAVIC(HAVICConfig.base())
         state = {f"module.{k}": torch.empty(shape) for k, (shape, _) in table("havic_ft_state_dict.tsv").items()}
-    from avbench.detectors.havic.checkpoint import _strip_module
+    from avbench.weights import strip_module as _strip_module
 
     load_strict(model, _strip_module(state, tmp_path / "x.pth"), "table", assign=True)
 

@@ -10,87 +10,28 @@ the file (the authors' own loader used strict=False, which can silently leave la
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from avbench.io import sha256_file_cached
+from avbench import weights
+from avbench.weights import CheckpointError, names
 
 from .model import HAVIC, HAVICConfig, HAVICPretrain
 
-_WRAPPERS = ("state_dict", "model", "model_state_dict", "module")
-_SHOWN = 8  # keys named per problem in an error message
-
-
-class CheckpointError(ValueError):
-    """A weights file that does not fit the model it is loaded into."""
+#: Where the authors publish their checkpoints (named when a file is missing).
+WHERE = "download the checkpoint (the authors publish theirs on Hugging Face as JielunPeng/HAVIC) and pass its local path"
 
 
 def read_state_dict(path: Path | str, *, sha256: str | None = None, trusted: bool = False) -> dict[str, Tensor]:
-    """The tensors of a checkpoint file, wrappers unwrapped and a `module.` prefix removed."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"HAVIC weights not found: {path}. Download the checkpoint (the authors publish "
-                                f"theirs on Hugging Face as JielunPeng/HAVIC) and pass its local path.")
-    if sha256 is not None and (found := sha256_file_cached(path)) != sha256.lower():
-        raise CheckpointError(f"{path}: sha256 {found} does not match the expected {sha256}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        obj = load_file(str(path))
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=not trusted)
-        except pickle.UnpicklingError as exc:
-            raise CheckpointError(f"{path}: holds pickled objects other than tensors, which can run code when "
-                                  f"loaded; refused unless trusted (trusted=True here, -o trusted_pickle=true for "
-                                  f"avbench run; only for a file from a source you trust): {exc}") from exc
-    while isinstance(obj, dict) and not _is_state_dict(obj):
-        wrapper = next((k for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
-        if wrapper is None:
-            raise CheckpointError(f"{path}: no state dict found; top-level keys: {sorted(map(str, obj))[:_SHOWN]}")
-        obj = obj[wrapper]
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
-    return _strip_module(obj, path)
-
-
-def _is_state_dict(obj: dict) -> bool:
-    return bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
-
-
-def _strip_module(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        name = key.removeprefix("module.")
-        if name in out:
-            raise CheckpointError(f"{path}: holds both '{name}' and 'module.{name}'")
-        out[name] = value
-    return out
-
-
-def _names(keys: list[str]) -> str:
-    more = f" and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
-    return ", ".join(keys[:_SHOWN]) + more
+    """The tensors of a HAVIC weights file (avbench.weights.read_state_dict)."""
+    return weights.read_state_dict(path, sha256=sha256, trusted=trusted, what="HAVIC weights", where=WHERE)
 
 
 def load_strict(model: nn.Module, state: dict[str, Tensor], source: str, *, assign: bool = False) -> None:
-    """Load `state` into `model`, refusing any missing or unexpected key or shape mismatch; floating
-    tensors are cast to the model's dtype. assign=True adopts the tensors (for a model built on meta)."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [f"{k} {tuple(state[k].shape)} (model {tuple(expected[k].shape)})"
-                  for k in expected if k in state and state[k].shape != expected[k].shape]
-    problems = [f"{len(keys)} {what}: {_names(keys)}" for what, keys in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if keys]
-    if problems:
-        raise CheckpointError(f"{source} does not fit {type(model).__name__} ({model.cfg.dim} wide, "
-                              f"{model.cfg.depth} blocks): " + "; ".join(problems))
-    model.load_state_dict({k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()},
-                          strict=True, assign=assign)
+    """avbench.weights.load_strict, the error naming the model's width and depth."""
+    weights.load_strict(model, state, source, assign=assign, describe=f"{model.cfg.dim} wide, {model.cfg.depth} blocks")
 
 
 def _load(cls: type[nn.Module], path: Path | str, sha256: str | None, config: HAVICConfig | None,
@@ -138,7 +79,7 @@ def _assign(model: nn.Module, values: dict[str, Tensor], source: str) -> list[st
                   if k in target and v.shape != target[k].shape]
     if unknown or mismatched:
         raise CheckpointError(f"{source} does not fit this HAVIC: " + "; ".join(
-            f"{len(keys)} {what}: {_names(keys)}" for what, keys in
+            f"{len(keys)} {what}: {names(keys)}" for what, keys in
             (("keys the model lacks", unknown), ("shape mismatches", mismatched)) if keys))
     model.load_state_dict(values, strict=False)
     return sorted(values)
@@ -147,7 +88,7 @@ def _assign(model: nn.Module, values: dict[str, Tensor], source: str) -> list[st
 def _require(state: dict[str, Tensor], keys: list[str], source: str) -> None:
     missing = [k for k in keys if k not in state]
     if missing:
-        raise CheckpointError(f"{source}: {len(missing)} keys expected in this checkpoint are missing: {_names(missing)}")
+        raise CheckpointError(f"{source}: {len(missing)} keys expected in this checkpoint are missing: {names(missing)}")
 
 
 def init_from_audiomae(model: HAVIC | HAVICPretrain, path: Path | str, *, sha256: str | None = None,
