@@ -88,6 +88,8 @@ detectors = Registry(
         "handcrafted": "avbench.detectors.handcrafted:HandcraftedDetector",
         "havic": "avbench.detectors.havic:HAVICDetector",
         "havic_tiny": "avbench.detectors.havic:HAVICTinyDetector",
+        "fauforensics": "avbench.detectors.fauforensics.detector:FauForensicsDetector",
+        "fauforensics_tiny": "avbench.detectors.fauforensics.detector:FauForensicsTinyDetector",
         # detectors on self-supervised features (avbench.detectors.ssl.zoo.VARIANTS), each with a `_tiny` twin
         **{name + tiny: f"avbench.detectors.ssl.zoo:{name + tiny}" for tiny in ("", "_tiny") for name in (
             "probe_avhubert_a", "probe_avhubert_v", "probe_avhubert_av", "probe_wav2vec2", "probe_whisper", "probe_clip",

@@ -76,14 +76,16 @@ def test_evaluation_crops_the_centre_140_of_224_then_normalises():
     assert torch.count_nonzero(x[:, 3:]) == 0  # missing frames: zeros after normalisation
 
 
-def test_training_draws_one_crop_and_flip_for_the_whole_clip():
-    rng = np.random.default_rng(2)
-    frame = rng.integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
-    faces = np.repeat(frame, 4, axis=0)
-    x = face_frames(faces, frames=4, generator=torch.Generator().manual_seed(0))
+def test_training_crops_inside_the_centre_160_one_draw_for_the_whole_clip():
+    faces = np.zeros((4, 224, 224, 3), dtype=np.uint8)
+    faces[:, 32:172, 32:172] = 255  # the 140 px square at offset (0, 0) of the centre 160 (which starts at 32)
+    x = face_frames(faces, frames=4, crop=(0, 0, False))
+    white = torch.from_numpy(normalised((255, 255, 255))).float()[:, None, None, None]
+    torch.testing.assert_close(x, white.expand_as(x).contiguous(), rtol=1e-5, atol=1e-5)
     assert all(torch.equal(x[:, 0], x[:, k]) for k in range(1, 4))
-    again = face_frames(faces, frames=4, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(x, again)
-    draws = {face_frames(faces, frames=1, generator=torch.Generator().manual_seed(s)).sum().item() for s in range(6)}
-    assert len(draws) > 1  # crops and flips differ between draws
-    assert not torch.equal(x[:, 0], face_frames(faces, frames=1)[:, 0])  # not the evaluation crop
+    half = faces.copy()
+    half[:, :, :112] = 0  # left half dark: flipping puts it on the right
+    flipped = face_frames(half, frames=1, crop=(10, 10, True))
+    assert flipped[0, 0, :, :40].mean() > flipped[0, 0, :, -40:].mean()
+    with pytest.raises(ValueError, match="within 20 px"):
+        face_frames(faces, frames=1, crop=(21, 0, False))

@@ -70,18 +70,19 @@ def log_mel(window: np.ndarray, n_mels: int = 80, frames: int = 100) -> Tensor:
     return ((db.clamp_min(-80.0) + 40.0) / 40.0).T.contiguous()
 
 
-def face_frames(faces: np.ndarray, frames: int, size: int = 112, generator: torch.Generator | None = None) -> Tensor:
-    """(T, S, S, 3) uint8 face crops -> (3, frames, size, size) normalised; `generator` draws the
-    training crop and flip (None: evaluation's centre crop)."""
+def face_frames(faces: np.ndarray, frames: int, size: int = 112, crop: tuple[int, int, bool] | None = None) -> Tensor:
+    """(T, S, S, 3) uint8 face crops -> (3, frames, size, size) normalised. `crop`: training's draw
+    (top, left of the 140 px crop inside the centre 160, horizontal flip); None: evaluation's centre."""
     x = torch.from_numpy(np.ascontiguousarray(faces[:frames])).permute(0, 3, 1, 2).float().div_(255.0)
     x = _resize(x, FACE_SIZE) if x.shape[-1] != FACE_SIZE else x
-    if generator is None:
+    if crop is None:
         x = _centre(x, CROP)
     else:
-        x = _centre(x, CENTRE)
-        top, left = (int(torch.randint(CENTRE - CROP + 1, (1,), generator=generator)) for _ in range(2))
-        x = x[..., top:top + CROP, left:left + CROP]
-        if float(torch.rand(1, generator=generator)) < 0.5:
+        top, left, flip = crop
+        if not (0 <= top <= CENTRE - CROP and 0 <= left <= CENTRE - CROP):
+            raise ValueError(f"a training crop starts within {CENTRE - CROP} px of the centre {CENTRE}, got {crop}")
+        x = _centre(x, CENTRE)[..., top:top + CROP, left:left + CROP]
+        if flip:
             x = x.flip(-1)
     x = _resize(x, size)
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]

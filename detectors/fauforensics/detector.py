@@ -1,0 +1,195 @@
+"""The registered detectors `fauforensics` (the paper's size) and `fauforensics_tiny` (the CPU twin)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from avbench.detector import Detector, InputSpec
+from avbench.io import sha256_file_cached
+from avbench.metrics import AGGREGATIONS, aggregate_windows
+from avbench.weights import load_strict
+
+from . import training
+from .checkpoint import init_audio, init_fau, init_video, load_authors
+from .model import FauForensics, FauForensicsConfig
+
+if TYPE_CHECKING:
+    from avbench.clips import Clip
+    from avbench.loader import ClipSet
+
+
+class FauForensicsDetector(Detector):
+    """FauForensics (seed paper 002) behind score(clip).
+
+    A clip is read as 25 fps face crops (224 px, the authors' face videos) and 16 kHz audio, at most
+    `max_windows` seconds; its non-overlapping windows of `frames` video frames from t = 0 (one 1 s
+    window per second at full size; a clip shorter than a window is zero-padded) are scored by the
+    audio-visual head, P(fake) = softmax's fake class (four classes: 1 - P(real audio, real video)),
+    and the clip score is their `aggregation` (metrics.AGGREGATIONS on the windows' logits, default
+    mean_prob: the mean of the windows' P(fake); "first" scores the first window alone, as the
+    authors' evaluation does for a window starting at 0).
+
+    Options:
+    - weights: a checkpoint in the authors' layout to score or fine-tune from (`load_authors`);
+      trusted_pickle: accept a .pth that needs more than tensors (the authors' main.py writes numpy
+      metrics into its checkpoints).
+    - fau_weights, video_weights, audio_weights: the encoders' public weights (ME-GraphAU ResNet-50,
+      pytorchvideo's ir-CSN-101 Kinetics-400, openai-whisper base) for a model trained from them;
+      without them the encoders start random (the tiny twin; the full model refuses to train so).
+    - classes: 2 (real/fake) or 4 (RARV, RAFV, FARV, FAFV); aggregation, max_windows: the clip score.
+    - epochs, train_batch_size, lr, weight_decay, accumulate: training (AdamP, poly schedule per
+      iteration; the authors': 50, 32, 1e-4, 1e-2, and 2 on LAV-DF); batch_size: windows per forward
+      pass when scoring; seed: initialisation of what no weights file sets.
+    Training, and what avbench does differently from the authors' code, is in training.py.
+    """
+
+    name: ClassVar[str] = "fauforensics"
+    modalities: ClassVar[tuple[str, ...]] = ("audio", "video")
+    trains: ClassVar[bool] = True
+    published_as: ClassVar[tuple[str, ...]] = ("FauForensics",)
+    version: ClassVar[str] = "1"
+    scores_are_probabilities: ClassVar[bool] = True
+    input_spec = InputSpec(fps=25.0, audio=True, face_size=224, frames=False, max_seconds=10.0)
+    #: The full model does not train from random encoders (not the method).
+    needs_encoder_weights: ClassVar[bool] = True
+    #: Training options left unset take these (the authors' settings).
+    training_defaults: ClassVar[dict] = {"epochs": 50, "train_batch_size": 32, "lr": 1e-4}
+
+    def __init__(self, weights: str | None = None, fau_weights: str | None = None, video_weights: str | None = None,
+                 audio_weights: str | None = None, trusted_pickle: bool = False, classes: int = 2,
+                 aggregation: str = "mean_prob", max_windows: int = 10, epochs: int | None = None,
+                 train_batch_size: int | None = None, lr: float | None = None, weight_decay: float = 1e-2,
+                 accumulate: int = 1, batch_size: int = 16, seed: int = 0):
+        given = {"epochs": epochs, "train_batch_size": train_batch_size, "lr": lr}
+        epochs, train_batch_size, lr = (self.training_defaults[k] if v is None else v for k, v in given.items())
+        if classes not in (2, 4):
+            raise ValueError(f"classes is 2 (real/fake) or 4 (RARV, RAFV, FARV, FAFV), got {classes}")
+        if aggregation not in (*AGGREGATIONS, "first"):
+            raise ValueError(f"aggregation is one of {', '.join((*AGGREGATIONS, 'first'))}, got {aggregation!r}")
+        for option, value in (("max_windows", max_windows), ("epochs", epochs), ("train_batch_size", train_batch_size),
+                              ("accumulate", accumulate), ("batch_size", batch_size)):
+            if value < 1:
+                raise ValueError(f"{option} must be >= 1, got {value}")
+        self.weights, self.fau_weights, self.video_weights, self.audio_weights = (
+            None if w is None else str(w) for w in (weights, fau_weights, video_weights, audio_weights))
+        self.trusted_pickle, self.classes, self.aggregation = bool(trusted_pickle), classes, aggregation
+        self.max_windows, self.epochs, self.train_batch_size = max_windows, epochs, train_batch_size
+        self.lr, self.weight_decay, self.accumulate, self.batch_size, self.seed = lr, weight_decay, accumulate, batch_size, seed
+        self._model: FauForensics | None = None
+        self._training_dir: Path | None = None
+
+    @classmethod
+    def model_config(cls, classes: int = 2) -> FauForensicsConfig:
+        return FauForensicsConfig(classes=classes)
+
+    # -- the network ---------------------------------------------------------------------------------------
+    @property
+    def model(self) -> FauForensics:
+        if self._model is None:
+            self._model = self._build().to(self.device).eval()
+        return self._model
+
+    def _build(self) -> FauForensics:
+        cfg = self.model_config(self.classes)
+        if self.weights is not None:
+            return load_authors(self.weights, config=cfg, trusted=self.trusted_pickle)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = FauForensics(cfg)
+        for init, path in ((init_fau, self.fau_weights), (init_video, self.video_weights),
+                           (init_audio, self.audio_weights)):
+            if path is not None:
+                init(model, path, trusted=self.trusted_pickle)
+        return model
+
+    def to(self, device: str) -> "FauForensicsDetector":
+        self.device = str(device)
+        if self._model is not None:
+            self._model.to(self.device)
+        return self
+
+    def use_training_dir(self, directory: Path) -> None:
+        self._training_dir = Path(directory)
+
+    def prepare(self, training: bool) -> None:
+        """Read every weights file before the first clip: the model is built (files read, strictly loaded)."""
+        if training and self.needs_encoder_weights and self.weights is None and None in (
+                self.fau_weights, self.video_weights, self.audio_weights):
+            missing = [option for option, path in (("fau_weights", self.fau_weights), ("video_weights", self.video_weights),
+                                                   ("audio_weights", self.audio_weights)) if path is None]
+            raise FileNotFoundError(f"{self.name} trains from its encoders' public weights; give "
+                                    + ", ".join(f"-o {m}=PATH" for m in missing)
+                                    + " (what each file is: detectors/fauforensics/checkpoint.py SOURCES)")
+        self.model
+
+    def sources(self) -> dict:
+        """The sha256 of each weights file the options name (None for a file not there: loading says why)."""
+        files = {"weights": self.weights, "fau_weights": self.fau_weights, "video_weights": self.video_weights,
+                 "audio_weights": self.audio_weights}
+        return {name: sha256_file_cached(path) if Path(path).is_file() else None
+                for name, path in files.items() if path is not None}
+
+    # -- training ------------------------------------------------------------------------------------------
+    def fit(self, train: "ClipSet", val: "ClipSet", seed: int, device: str | None = None) -> "FauForensicsDetector":
+        if device is not None:
+            self.to(device)
+        self.history = training.fit(
+            self.model, train, val, seed=seed, device=self.device, epochs=self.epochs,
+            batch_size=self.train_batch_size, lr=self.lr, weight_decay=self.weight_decay,
+            accumulate=self.accumulate, max_windows=self.max_windows, eval_batch_size=self.batch_size,
+            directory=self._training_dir)
+        self._model.eval()
+        return self
+
+    # -- scoring -------------------------------------------------------------------------------------------
+    def window_logits(self, clip: "Clip") -> np.ndarray:
+        """The logit of P(fake) of each window of the clip."""
+        if clip.faces is None or clip.audio is None:
+            raise ValueError(f"{clip.ref.path}: FauForensics needs face crops and audio; load it with {self.input_spec}")
+        video, mel = training.windows_of(clip.faces, clip.audio, self.model.cfg, self.max_windows)
+        probabilities = []
+        with torch.inference_mode():
+            for s in range(0, len(video), self.batch_size):
+                with training.autocast(torch.device(self.device)):
+                    logits = self.model(video[s:s + self.batch_size].to(self.device),
+                                        mel[s:s + self.batch_size].to(self.device))
+                probabilities.append(training.fake_probability(logits.joint.float()).double().cpu())
+        p = torch.cat(probabilities).clamp(1e-12, 1 - 1e-12).numpy()
+        return np.log(p) - np.log1p(-p)
+
+    def score(self, clip: "Clip") -> float:
+        logits = self.window_logits(clip)
+        value = logits[0] if self.aggregation == "first" else aggregate_windows(logits, self.aggregation)
+        return float(1 / (1 + np.exp(-value)))
+
+    def score_batch(self, clips: Sequence["Clip"]) -> list[float]:
+        return [self.score(clip) for clip in clips]
+
+    # -- learned state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        with torch.device("meta"):
+            model = FauForensics(self.model_config(self.classes))
+        load_strict(model, {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, f"{self.name} state",
+                    assign=True)
+        self._model = model.to(self.device).eval()
+
+
+class FauForensicsTinyDetector(FauForensicsDetector):
+    """FauForensics at `FauForensicsConfig.tiny()` (8 frames of 64 px a window): trains on a CPU in seconds."""
+
+    name: ClassVar[str] = "fauforensics_tiny"
+    published_as: ClassVar[tuple[str, ...]] = ()
+    needs_encoder_weights: ClassVar[bool] = False
+    #: A few epochs at a learning rate a small random network learns with.
+    training_defaults: ClassVar[dict] = {"epochs": 4, "train_batch_size": 8, "lr": 1e-3}
+
+    @classmethod
+    def model_config(cls, classes: int = 2) -> FauForensicsConfig:
+        return FauForensicsConfig.tiny(classes)
