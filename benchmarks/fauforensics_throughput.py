@@ -1,0 +1,88 @@
+"""FauForensics inference throughput: windows/s and peak memory in fp32 and bf16, and the CPU time to make a window.
+
+    python benchmarks/fauforensics_throughput.py [--device auto] [--config base|tiny] [--batch 8]
+                                                 [--dtype fp32|bf16|both] [--iters 3]
+
+Random weights (throughput does not depend on them) and random inputs of the model's shapes: one
+window = 25 face crops of 112 px and 100 log-Mel frames (1 s) at full size. The preprocessing time
+is that of one window from 224 px face crops and 16 kHz audio (crop chain and log-Mel), on the CPU.
+The paper reports no throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import resource
+import time
+
+import numpy as np
+import torch
+
+from avbench.detectors.fauforensics.model import FauForensics, FauForensicsConfig
+from avbench.detectors.fauforensics.preprocess import FACE_SIZE, face_frames, log_mel
+
+
+def preprocess_seconds(cfg: FauForensicsConfig) -> float:
+    """Best of 3: one window's face frames and log-Mel from raw crops and audio."""
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (cfg.frames, FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
+    audio = (0.1 * rng.standard_normal(cfg.frames * 640)).astype(np.float32)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        face_frames(faces, cfg.frames, cfg.image_size)
+        log_mel(audio, cfg.n_mels, cfg.audio_frames)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def peak_memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB allocated (torch.cuda peak)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB RSS (process peak so far)"
+
+
+def measure(model: FauForensics, cfg: FauForensicsConfig, device: torch.device, dtype: str, batch: int,
+            iters: int) -> float:
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(batch, 3, cfg.frames, cfg.image_size, cfg.image_size, generator=g).to(device)
+    mel = (torch.rand(batch, cfg.audio_frames, cfg.n_mels, generator=g) * 2 - 1).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        model(video, mel)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(iters):
+            model(video, mel)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return batch * iters / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--config", choices=("base", "tiny"), default="base")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "both"), default="both")
+    parser.add_argument("--iters", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    cfg = FauForensicsConfig() if args.config == "base" else FauForensicsConfig.tiny()
+    model = FauForensics(cfg).to(device).eval()
+    params = sum(p.numel() for p in model.parameters())
+    print(f"FauForensics {args.config}: {params / 1e6:.1f}M parameters, {cfg.frames} frames of {cfg.image_size} px "
+          f"a window, batch {args.batch}, {device}, {torch.get_num_threads()} CPU threads")
+    print(f"preprocessing one window on the CPU: {preprocess_seconds(cfg) * 1000:.1f} ms")
+    for dtype in (("fp32", "bf16") if args.dtype == "both" else (args.dtype,)):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        rate = measure(model, cfg, device, dtype, args.batch, args.iters)
+        print(f"{dtype}: {rate:.2f} windows/s ({rate * cfg.frames / 25:.2f} s of video per s), "
+              f"peak {peak_memory(device)}")
+
+
+if __name__ == "__main__":
+    main()
