@@ -44,6 +44,9 @@ def test_the_full_model_does_not_train_from_random_encoders():
         detector.prepare(training=True)
     with pytest.raises(ValueError, match="classes is 2"):
         FauForensicsDetector(classes=3)
+    with pytest.raises(ValueError, match="fau_bn is 'train'"):
+        FauForensicsDetector(fau_bn="eval")
+    assert FauForensicsTinyDetector(fau_bn="frozen").model.fau_bn == "frozen"
     assert FauForensicsDetector().config()["epochs"] == 50 and FauForensicsTinyDetector().config()["epochs"] == 4
 
 

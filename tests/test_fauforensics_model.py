@@ -96,3 +96,15 @@ def test_the_loss_mixes_the_heads_point_eight_point_one_point_one():
     expected = (0.8 * F.cross_entropy(logits.joint, y) + 0.1 * F.cross_entropy(logits.audio, ya)
                 + 0.1 * F.cross_entropy(logits.visual, yv))
     torch.testing.assert_close(loss(logits, y, ya, yv), expected)
+
+
+def test_frozen_fau_batchnorms_stay_in_eval_mode_while_the_rest_trains():
+    model = tiny()
+    model.train()
+    assert model.FAUEncoder_cnn.training and model.VEncoder_cnn.training  # the authors' code: train mode
+    model.fau_bn = "frozen"
+    model.train()
+    assert not model.FAUEncoder_cnn.training and model.VEncoder_cnn.training
+    before = model.FAUEncoder_cnn.backbone.bn1.running_mean.clone()
+    model(*inputs())
+    assert torch.equal(model.FAUEncoder_cnn.backbone.bn1.running_mean, before)

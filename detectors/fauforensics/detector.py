@@ -40,6 +40,8 @@ class FauForensicsDetector(Detector):
     - fau_weights, video_weights, audio_weights: the encoders' public weights (ME-GraphAU ResNet-50,
       pytorchvideo's ir-CSN-101 Kinetics-400, openai-whisper base) for a model trained from them;
       without them the encoders start random (the tiny twin; the full model refuses to train so).
+    - fau_bn: the frozen FAU encoder's BatchNorms while training: "train" (batch statistics, running
+      statistics updated, as the authors' code) or "frozen" (eval mode throughout).
     - classes: 2 (real/fake) or 4 (RARV, RAFV, FARV, FAFV); aggregation, max_windows: the clip score.
     - epochs, train_batch_size, lr, weight_decay, accumulate: training (AdamP, poly schedule per
       iteration; the authors': 50, 32, 1e-4, 1e-2, and 2 on LAV-DF); batch_size: windows per forward
@@ -63,9 +65,11 @@ class FauForensicsDetector(Detector):
                  audio_weights: str | None = None, trusted_pickle: bool = False, classes: int = 2,
                  aggregation: str = "mean_prob", max_windows: int = 10, epochs: int | None = None,
                  train_batch_size: int | None = None, lr: float | None = None, weight_decay: float = 1e-2,
-                 accumulate: int = 1, batch_size: int = 16, seed: int = 0):
+                 accumulate: int = 1, fau_bn: str = "train", batch_size: int = 16, seed: int = 0):
         given = {"epochs": epochs, "train_batch_size": train_batch_size, "lr": lr}
         epochs, train_batch_size, lr = (self.training_defaults[k] if v is None else v for k, v in given.items())
+        if fau_bn not in ("train", "frozen"):
+            raise ValueError(f"fau_bn is 'train' (the authors' code) or 'frozen', got {fau_bn!r}")
         if classes not in (2, 4):
             raise ValueError(f"classes is 2 (real/fake) or 4 (RARV, RAFV, FARV, FAFV), got {classes}")
         if aggregation not in (*AGGREGATIONS, "first"):
@@ -79,6 +83,7 @@ class FauForensicsDetector(Detector):
         self.trusted_pickle, self.classes, self.aggregation = bool(trusted_pickle), classes, aggregation
         self.max_windows, self.epochs, self.train_batch_size = max_windows, epochs, train_batch_size
         self.lr, self.weight_decay, self.accumulate, self.batch_size, self.seed = lr, weight_decay, accumulate, batch_size, seed
+        self.fau_bn = fau_bn
         self._model: FauForensics | None = None
         self._training_dir: Path | None = None
 
@@ -96,14 +101,16 @@ class FauForensicsDetector(Detector):
     def _build(self) -> FauForensics:
         cfg = self.model_config(self.classes)
         if self.weights is not None:
-            return load_authors(self.weights, config=cfg, trusted=self.trusted_pickle)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            model = FauForensics(cfg)
-        for init, path in ((init_fau, self.fau_weights), (init_video, self.video_weights),
-                           (init_audio, self.audio_weights)):
-            if path is not None:
-                init(model, path, trusted=self.trusted_pickle)
+            model = load_authors(self.weights, config=cfg, trusted=self.trusted_pickle)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                model = FauForensics(cfg)
+            for init, path in ((init_fau, self.fau_weights), (init_video, self.video_weights),
+                               (init_audio, self.audio_weights)):
+                if path is not None:
+                    init(model, path, trusted=self.trusted_pickle)
+        model.fau_bn = self.fau_bn
         return model
 
     def to(self, device: str) -> "FauForensicsDetector":
@@ -178,6 +185,7 @@ class FauForensicsDetector(Detector):
             model = FauForensics(self.model_config(self.classes))
         load_strict(model, {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, f"{self.name} state",
                     assign=True)
+        model.fau_bn = self.fau_bn
         self._model = model.to(self.device).eval()
 
 

@@ -375,8 +375,17 @@ class FauForensics(nn.Module):
         self.mlp_joint = nn.Linear(t * t, cfg.classes, bias=False)
         self.mlp_v = nn.Linear(t * t, 2, bias=False)
         self.mlp_a = nn.Linear(t * t, 2, bias=False)
-        for p in self.FAUEncoder_cnn.parameters():  # frozen; its BatchNorms follow the model's mode
+        for p in self.FAUEncoder_cnn.parameters():  # frozen
             p.requires_grad_(False)
+        #: The FAU encoder's BatchNorms: "train" follows the model's mode (batch statistics, running
+        #: statistics updated while training, as the authors' code); "frozen" keeps them in eval mode.
+        self.fau_bn = "train"
+
+    def train(self, mode: bool = True) -> "FauForensics":
+        super().train(mode)
+        if self.fau_bn == "frozen":
+            self.FAUEncoder_cnn.eval()
+        return self
 
     def visual_tokens(self, video: Tensor) -> Tensor:
         b, _, t = video.shape[:3]
