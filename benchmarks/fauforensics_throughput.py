@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import resource
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 
 from avbench.detectors.fauforensics.model import FauForensics, FauForensicsConfig
 from avbench.detectors.fauforensics.preprocess import FACE_SIZE, face_frames, log_mel
+from avbench.training import peak_memory_mib
 
 
 def preprocess_seconds(cfg: FauForensicsConfig) -> float:
@@ -35,12 +35,6 @@ def preprocess_seconds(cfg: FauForensicsConfig) -> float:
         log_mel(audio, cfg.n_mels, cfg.audio_frames)
         best = min(best, time.perf_counter() - start)
     return best
-
-
-def peak_memory(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB allocated (torch.cuda peak)"
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB RSS (process peak so far)"
 
 
 def measure(model: FauForensics, cfg: FauForensicsConfig, device: torch.device, dtype: str, batch: int,
@@ -81,7 +75,8 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats(device)
         rate = measure(model, cfg, device, dtype, args.batch, args.iters)
         print(f"{dtype}: {rate:.2f} windows/s ({rate * cfg.frames / 25:.2f} s of video per s), "
-              f"peak {peak_memory(device)}")
+              f"peak {peak_memory_mib(device) / 1024:.2f} GiB "
+              + ("allocated (torch.cuda peak)" if device.type == "cuda" else "RSS (process peak so far)"))
 
 
 if __name__ == "__main__":

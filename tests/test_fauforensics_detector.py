@@ -69,7 +69,7 @@ def test_the_poly_schedule_runs_from_1e_4_to_1e_7():
 
 def test_adamp_is_adamw_on_vectors_and_keeps_scale_invariant_weights_on_their_sphere():
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(5, generator=g).requires_grad_(), None
+    a = torch.randn(5, generator=g).requires_grad_()
     b = a.detach().clone().requires_grad_()
     ours, reference = AdamP([a], lr=1e-2, weight_decay=1e-2), torch.optim.AdamW([b], lr=1e-2, weight_decay=1e-2)
     for _ in range(3):
