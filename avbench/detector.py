@@ -69,6 +69,15 @@ class InputSpec:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ClassScores:
+    """A multi-class detector's answer for one clip: `score`, the binary fake score every binary
+    metric reads (higher = more likely fake), and `probabilities` over the detector's `class_names`."""
+
+    score: float
+    probabilities: tuple[float, ...]
+
+
 class OptionError(ValueError):
     """A detector option that is unknown or not of the form its `__init__` declares (a usage error)."""
 
@@ -105,6 +114,9 @@ class Detector:
     history: dict | list | None = None
     #: For window-level detectors: how window logits become the clip score (metrics.AGGREGATIONS).
     aggregation: str | None = None
+    #: () for a binary detector; metrics.FOUR_CLASSES for one that tells which modality is fake: its
+    #: `score` then returns ClassScores, and only a protocol's four-class variant runs it.
+    class_names: tuple[str, ...] = ()
 
     # -- hyper-parameters -------------------------------------------------------------------
     def config(self) -> dict:
@@ -159,9 +171,10 @@ class Detector:
         """Learn from `train`; `val` is for model selection only (never test data)."""
         raise NotImplementedError(f"{self.name} does not train")
 
-    def score(self, clip: "Clip") -> float:
-        """One score per clip. A detector that scores windows implements `score_windows` and sets
-        `aggregation` instead; the clip score is then their aggregate, named in the run record."""
+    def score(self, clip: "Clip") -> "float | ClassScores":
+        """One score per clip (ClassScores for a detector with `class_names`). A detector that scores
+        windows implements `score_windows` and sets `aggregation` instead; the clip score is then
+        their aggregate, named in the run record."""
         return aggregate_windows(self.score_windows(clip), self.aggregation)
 
     def score_windows(self, clip: "Clip") -> np.ndarray:

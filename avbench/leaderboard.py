@@ -16,6 +16,11 @@ Two kinds of published subset are not subsets: a table-column note ("column A; f
 both modalities where known") describes the whole test set as the paper built it, and matches "all";
 a training regime (REGIMES: "next-token prediction", ...) qualifies the method, so such a row is
 the method "NAME [regime]" on the whole test set, a name only a detector of that regime claims.
+A task is not a subset either: "binary" (with or without a note on the split) is the whole test set,
+and "four-class" is the whole test set of a protocol's +four_class variant, whose published ACC and
+AUC are our CLASS_ACC and CLASS_AUC (the class accuracy and the macro one-vs-rest AUC the papers'
+code computes). A method named "..., audio removed" matches +missing_audio cells only, and a
+variant's cells match only published rows of that variant.
 When several published rows match, `published` is the first in file order (papers' main tables
 come before supplementary ones) and `published_source` names every match; a later source whose
 number differs shows it in parentheses.
@@ -39,6 +44,7 @@ from rich.table import Table
 
 from avbench.io import write_json
 from avbench.metrics import ALL_METRICS as METRICS
+from avbench.protocol import FOUR_CLASS, MISSING_AUDIO, VARIANTS
 
 KEY = ("detector", "protocol", "train", "test_set", "subset", "metric")
 COLUMNS = (*KEY, "mean", "std", "n_seeds", "seeds", "coverage", "published", "published_source")
@@ -122,35 +128,51 @@ def load_published(path=None) -> pd.DataFrame:
 
 #: Published "subsets" that name how a method was trained (seed 001, Tables 3 and 5).
 REGIMES = ("supervised", "next-token prediction", "audio-video synchronisation")
+#: Published "subsets" that name the task (seed 002): binary, noting how the split was made, or four-class.
+BINARY_TASK = re.compile(r"binary(, (identity-independent|official) split)?")
+FOUR_CLASS_TASK = "four-class"
+AUDIO_REMOVED = ", audio removed"
+#: A four-class row's published metrics, as our cells name them.
+FOUR_CLASS_METRICS = {"ACC": "CLASS_ACC", "AUC": "CLASS_AUC"}
 
 
-def published_method_and_subset(method: str, subset: str) -> tuple[str, str]:
-    """The (method, subset) a published row stands for; see the module docstring."""
-    if not subset or re.match(r"column [A-Z];", subset):
-        return method, "all"
-    if subset in REGIMES:
-        return f"{method} [{subset}]", "all"
-    return method, subset
+def published_cell(method: str, subset: str, metric: str) -> tuple[str, str, str, str]:
+    """The (method, subset, metric, protocol variants) a published row stands for; see the module
+    docstring. Variants are "+"-joined in protocol.VARIANTS order, "" for none."""
+    variants = []
+    if subset == FOUR_CLASS_TASK:
+        variants.append(FOUR_CLASS)
+        subset, metric = "", FOUR_CLASS_METRICS.get(metric, metric)
+    if method.endswith(AUDIO_REMOVED):
+        variants.append(MISSING_AUDIO)
+        method = method[: -len(AUDIO_REMOVED)]
+    if not subset or re.match(r"column [A-Z];", subset) or BINARY_TASK.fullmatch(subset):
+        subset = "all"
+    elif subset in REGIMES:
+        method, subset = f"{method} [{subset}]", "all"
+    return method, subset, metric, "+".join(v for v in VARIANTS if v in variants)
 
 
 def _published_lookup(published: pd.DataFrame) -> dict[tuple, list[tuple[int, str, float]]]:
-    """(method, subset, train, test, metric) -> [(file position, source, value in percent)]."""
+    """(method, train, test, subset, metric, variants) -> [(file position, source, value in percent)]."""
     lookup: dict[tuple, list[tuple[int, str, float]]] = {}
     for position, row in enumerate(published.itertuples(index=False)):
-        if row.metric in METRICS:
-            key = _match_key(*published_method_and_subset(row.method, row.subset), row.train, row.test, row.metric)
+        method, subset, metric, variants = published_cell(row.method, row.subset, row.metric)
+        if metric in METRICS:
+            key = _match_key(method, subset, row.train, row.test, metric, variants)
             lookup.setdefault(key, []).append((position, f"{row.source} {row.table}", float(row.value)))
     return lookup
 
 
-def _match_key(method, subset, train, test, metric) -> tuple:
-    return method.casefold(), train.casefold(), test.casefold(), subset.casefold(), metric
+def _match_key(method, subset, train, test, metric, variants) -> tuple:
+    return method.casefold(), train.casefold(), test.casefold(), subset.casefold(), metric, variants
 
 
 def _published_for(cell: dict, names: set[str], lookup: dict) -> tuple[float, str]:
+    variants = cell["protocol"].partition("+")[2]
     matches = sorted(m for name in names
                      for m in lookup.get(_match_key(name, cell["subset"], cell["train"], cell["test_set"],
-                                                    cell["metric"]), []))
+                                                    cell["metric"], variants), []))
     if not matches:
         return math.nan, ""
     first = matches[0][2]

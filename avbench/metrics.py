@@ -19,8 +19,14 @@ METRICS = ("AUC", "AP", "ACC", "EER")
 #: LOC_AUC: temporal localisation, the frame-level AUC of a fake clip's frame scores against its
 #: annotated fake segments, averaged over the fake clips that have segments (AV-Deepfake1M, LAV-DF).
 LOCALISATION_METRIC = "LOC_AUC"
+#: The multi-class task avbench scores (the FauForensics paper's four-class one): which modality is
+#: fake, class 0 real. A four-class run reports CLASS_ACC (accuracy of the most probable class) and
+#: CLASS_AUC (the macro mean of one-vs-rest AUCs, as the authors' code computes it) beside METRICS,
+#: which read the binary fake score.
+FOUR_CLASSES = ("RARV", "RAFV", "FARV", "FAFV")
+CLASS_METRICS = ("CLASS_ACC", "CLASS_AUC")
 #: Every metric a run record may hold, in the order tables show them.
-ALL_METRICS = METRICS + (LOCALISATION_METRIC,)
+ALL_METRICS = METRICS + CLASS_METRICS + (LOCALISATION_METRIC,)
 AGGREGATIONS = ("mean_logit", "mean_prob", "max", "min", "median", "lse")
 THRESHOLD = 0.5
 _BATCH_ELEMENTS = 2_000_000  # resamples x clips held in memory at once by the bootstrap
@@ -46,6 +52,30 @@ def compute_metrics(labels, scores, *, probabilities: bool) -> dict[str, float]:
         out["ACC"] = float(np.mean((s >= THRESHOLD) == y))
     out["EER"] = float(eer)
     return out
+
+
+def four_class_label(label: int, video_label: int | None, audio_label: int | None) -> int | None:
+    """2 * audio fake + video fake (FOUR_CLASSES' order); None for a fake whose modalities are unknown
+    or both real (a desynchronised pair is fake without a fake modality: no class of the four)."""
+    if not label:
+        return 0
+    if video_label is None or audio_label is None:
+        return None
+    return 2 * int(audio_label) + int(video_label) or None
+
+
+def class_metrics(classes, probabilities) -> dict[str, float]:
+    """CLASS_ACC and CLASS_AUC of probabilities (n, C) against true classes in range(C); CLASS_AUC is
+    NaN unless every class occurs (a one-vs-rest AUC needs both sides)."""
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    y, p = np.asarray(classes, dtype=int), np.asarray(probabilities, dtype=float)
+    if p.ndim != 2 or len(p) != len(y) or len(y) == 0 or not np.isin(y, range(p.shape[1])).all():
+        raise ValueError(f"need classes in range({p.shape[-1]}) and probabilities (n, C) of one length, "
+                         f"got {y.shape} and {p.shape}")
+    every_class = len(np.unique(y)) == p.shape[1]
+    auc = roc_auc_score(np.eye(p.shape[1], dtype=int)[y], p, average="macro") if every_class else np.nan
+    return {"CLASS_ACC": float(accuracy_score(y, p.argmax(axis=1))), "CLASS_AUC": float(auc)}
 
 
 def bootstrap_ci(labels, scores, metric: str, *, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0,

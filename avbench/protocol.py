@@ -11,8 +11,12 @@ A protocol is data: a TOML file in avbench/protocols/ with a `kind` and its para
 - cross_dataset: train on one dataset, test on the test sets of several others.
 - test_only: no training: score a training-free or already-trained detector on one dataset.
 
-Any protocol has a missing-audio variant, named `NAME+missing_audio`: audio is removed from the
-test clips (never from training clips), as in HAVIC's robustness study.
+Any protocol has two variants, named by suffixes: `NAME+missing_audio` removes the audio from the
+test clips (never from training clips), as in HAVIC's robustness study; `NAME+four_class` is the
+four-class task of the FauForensics paper (which modality is fake: metrics.FOUR_CLASSES), run by a
+detector with those `class_names` only, reporting CLASS_ACC and CLASS_AUC on each whole test set
+beside the binary metrics of its fake score. The two do not combine: with the audio removed, no
+detector can tell a fake audio track from a real one.
 
 A test set may be divided into subsets by an index column (usually `category`). Every subset is
 scored against all real clips of the test set (its fakes + all reals), the usual convention of
@@ -34,7 +38,8 @@ from avbench.io import sha256_json
 
 KINDS = ("intra_dataset", "cross_manipulation", "cross_dataset", "test_only")
 MISSING_AUDIO = "missing_audio"
-VARIANTS = (MISSING_AUDIO,)
+FOUR_CLASS = "four_class"
+VARIANTS = (FOUR_CLASS, MISSING_AUDIO)
 #: Parameters any protocol may set or override, with their defaults where they are read.
 OPTIONAL_PARAMS = {"split", "split_ratios", "split_seed", "val_split", "test_split", "subsets", "subset_reals",
                    "fakes", "train_label"}
@@ -89,10 +94,15 @@ class Protocol:
     params: dict = field(hash=False)
     seeds: tuple[int, ...] = (0, 1, 2)
     missing_audio: bool = False
+    four_class: bool = False
 
     @property
     def id(self) -> str:
-        return f"{self.name}+{MISSING_AUDIO}" if self.missing_audio else self.name
+        return self.name + "".join(f"+{v}" for v in self.variants)
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return tuple(v for v in VARIANTS if getattr(self, v))
 
     @property
     def trains(self) -> bool:
@@ -100,8 +110,9 @@ class Protocol:
 
     def spec(self) -> dict:
         """Everything that defines the protocol's numbers, for provenance and run keys."""
-        return {"name": self.name, "kind": self.kind, "version": self.version, "params": self.params,
+        spec = {"name": self.name, "kind": self.kind, "version": self.version, "params": self.params,
                 "missing_audio": self.missing_audio}
+        return {**spec, FOUR_CLASS: True} if self.four_class else spec  # binary runs keep their keys
 
     def spec_sha256(self) -> str:
         return sha256_json(self.spec())
@@ -363,11 +374,15 @@ def available() -> dict[str, Protocol]:
 
 
 def get(protocol_id: str) -> Protocol:
-    """A protocol by name, with an optional variant suffix: `demo`, `demo+missing_audio`."""
-    name, _, variant = protocol_id.partition("+")
+    """A protocol by name, with optional variant suffixes: `demo`, `demo+missing_audio`, `demo+four_class`."""
+    name, *variants = protocol_id.split("+")
     protocols = available()
     if name not in protocols:
         raise KeyError(f"unknown protocol '{name}'; known: {', '.join(protocols)}")
-    if variant and variant not in VARIANTS:
-        raise KeyError(f"unknown protocol variant '+{variant}'; variants: {', '.join('+' + v for v in VARIANTS)}")
-    return replace(protocols[name], missing_audio=bool(variant))
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise KeyError(f"unknown protocol variant '+{variant}'; variants: {', '.join('+' + v for v in VARIANTS)}")
+    if len(set(variants)) > 1:
+        raise KeyError(f"'{protocol_id}': +{FOUR_CLASS} and +{MISSING_AUDIO} do not combine (with the audio removed "
+                       "no detector can tell which modality is fake)")
+    return replace(protocols[name], **{v: True for v in variants})

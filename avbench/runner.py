@@ -188,6 +188,18 @@ def build_detector(name: str, options: dict, seed: int, checkpoint: Path | None)
         raise UsageError(f"detector '{name}' options {options}: {message_of(exc)}") from exc
 
 
+def check_task(protocol: Protocol, detector: Detector) -> None:
+    """A four-class protocol needs a detector of metrics.FOUR_CLASSES; a binary one, a binary detector."""
+    names = tuple(detector.class_names)
+    if protocol.four_class and names != metrics.FOUR_CLASSES:
+        raise UsageError(f"protocol '{protocol.id}' is the four-class task ({', '.join(metrics.FOUR_CLASSES)}); "
+                         f"detector '{detector.name}' " + (f"has classes {', '.join(names)}" if names else "is binary")
+                         + " (a detector that can, e.g. fauforensics, takes -o classes=4)")
+    if names and not protocol.four_class:
+        raise UsageError(f"detector '{detector.name}' scores the classes {', '.join(names)}: run it on a "
+                         f"four-class protocol, '{protocol.id}+four_class'")
+
+
 def check_device(device: str) -> None:
     """Refuse a device this machine does not have, naming it, before any work starts."""
     if device in ("cpu", "auto"):
@@ -268,6 +280,7 @@ class Runner:
         if not self.s.protocol.trains and detectors[0].trains and self.s.checkpoint is None:
             raise RunError(f"detector '{self.s.detector}' learns from data: protocol '{self.s.protocol.id}' "
                            "trains nothing, so pass --checkpoint DIR with a trained one")
+        check_task(self.s.protocol, detectors[0])
         self.preflight()
         plans = [self.plan(seed, detector) for seed, detector in zip(self.s.seeds, detectors)]
         barrier()  # every rank has read the folders before rank 0 changes them
@@ -559,7 +572,7 @@ class Runner:
         cls = type(detector)
         rows = metric_rows(scores, folds, self.display, self.s.protocol.reports_average,
                            probabilities=cls.scores_are_probabilities, seed=seed,
-                           n_resamples=self.s.bootstrap_resamples)
+                           n_resamples=self.s.bootstrap_resamples, four_class=self.s.protocol.four_class)
         failed = scores[scores["status"] != "scored"]
         return {
             "schema": RECORD_SCHEMA,
@@ -571,6 +584,7 @@ class Runner:
             "published_as": list(detector.published_as),
             "scores_are_probabilities": cls.scores_are_probabilities,
             "aggregation": detector.aggregation,
+            "class_names": list(detector.class_names),
             "metrics": rows,
             "problems": run_problems(scores, folds, self.display),
             "coverage": {"total": len(scores), "scored": int(len(scores) - len(failed)), "failed": int(len(failed)),
@@ -645,18 +659,19 @@ class FailFast:
 
 
 def metric_rows(scores: pd.DataFrame, folds: list[Fold], display: dict[str, str], average: bool, *,
-                probabilities: bool, seed: int, n_resamples: int) -> list[dict]:
-    """Metric rows of a run: per test set ("all"), per subset, and their AVG where reported."""
+                probabilities: bool, seed: int, n_resamples: int, four_class: bool = False) -> list[dict]:
+    """Metric rows of a run: per test set ("all"), per subset, and their AVG where reported; with
+    `four_class`, CLASS_METRICS of each whole test set too."""
     rows = []
     for fold in folds:
         for test in fold.tests:
             part = scores[(scores["fold"] == fold.name) & (scores["test_set"] == test.name)]
             base = {"train": fold.train_label, "test_set": display.get(test.name, test.name)}
-            if test.as_subset:
-                rows += _rows_for(part, {**base, "subset": test.as_subset}, probabilities, seed, n_resamples)
-                continue
-            rows += _rows_for(part, {**base, "subset": "all"}, probabilities, seed, n_resamples)
-            if test.subsets:
+            whole = {**base, "subset": test.as_subset or "all"}
+            rows += _rows_for(part, whole, probabilities, seed, n_resamples)
+            if four_class:
+                rows += _class_rows(part, whole)
+            if test.subsets and not test.as_subset:
                 reals = part[part["label"] == 0]
                 fakes = part[part["label"] == 1]
                 for value in sorted(v for v in fakes["subset_value"].unique() if v):
@@ -717,6 +732,27 @@ def _rows_for(part: pd.DataFrame, base: dict, probabilities: bool, seed: int, n_
     if len(localised):
         rows.append({**base, "metric": metrics.LOCALISATION_METRIC, "value": _num(localised.mean()), "ci_low": None, "ci_high": None,
                      **counts, "n_localised": int(len(localised))})
+    return rows
+
+
+def _class_rows(part: pd.DataFrame, base: dict) -> list[dict]:
+    """CLASS_ACC and CLASS_AUC of the scored clips whose true class is known (metrics.four_class_label)."""
+    ok = part[(part["status"] == "scored") & part["true_class"].notna()]
+    counts = {"n_classified": int(len(ok)), "n_class_unknown": int((part["status"] == "scored").sum() - len(ok)),
+              "n_failed": int((part["status"] != "scored").sum())}
+    if ok.empty:
+        return [{**base, "metric": name, "value": None, "ci_low": None, "ci_high": None, **counts,
+                 "not_computable": "no scored clip has a known class"} for name in metrics.CLASS_METRICS]
+    truth = ok["true_class"].to_numpy(dtype=int)
+    computed = metrics.class_metrics(truth, np.stack([np.asarray(p, dtype=float) for p in ok["class_probabilities"]]))
+    rows = []
+    for name, value in computed.items():
+        row = {**base, "metric": name, "value": _num(value), "ci_low": None, "ci_high": None, **counts}
+        if not np.isfinite(value):
+            missing = sorted(set(range(len(metrics.FOUR_CLASSES))) - set(truth.tolist()))
+            row["not_computable"] = ("no scored clip of class " + ", ".join(metrics.FOUR_CLASSES[c] for c in missing)
+                                     + ": a one-vs-rest AUC needs every class")
+        rows.append(row)
     return rows
 
 

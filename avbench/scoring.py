@@ -2,7 +2,9 @@
 
 A chunk is a list of `(ref, Clip | ClipError, load_seconds)` in the order of the test set;
 `score_chunk` turns it into one row per clip (SCORE_COLUMNS): a clip the loader refused keeps its
-ClipError, the others are scored in one `score_batch`, one by one if the batch raises. A scorer's
+ClipError, the others are scored in one `score_batch`, one by one if the batch raises. A detector
+with `class_names` (four-class) answers ClassScores: its rows add the true class and the class
+probabilities. A scorer's
 `map(fold, test, chunks)` yields `(chunk, table, score_seconds)` in the order of `chunks`, so the
 runner writes, watches (fail-fast) and resumes the same way whoever scored:
 
@@ -31,14 +33,15 @@ import pandas as pd
 
 from avbench import metrics
 from avbench.clips import Clip, ClipError, ClipRef
-from avbench.detector import Detector
+from avbench.detector import ClassScores, Detector
 from avbench.loader import MediaLoader
 from avbench.protocol import Fold, TestSet
 
 log = logging.getLogger("avbench.scoring")
 
 SCORE_COLUMNS = ["fold", "test_set", "clip_id", "file", "label", "category", "method", "subset_value",
-                 "score", "status", "reason", "message", "seconds", "localisation_auc"]
+                 "score", "status", "reason", "message", "seconds", "localisation_auc", "true_class",
+                 "class_probabilities"]
 
 Chunk = list[tuple[ClipRef, Clip | ClipError, float]]
 
@@ -51,45 +54,53 @@ def score_chunk(detector: Detector, fold: Fold, test: TestSet, chunk: Chunk) -> 
     """The rows of `chunk`'s clips and the seconds spent scoring them."""
     results = {ref.clip_id: failed(err) for ref, err, _ in chunk if isinstance(err, ClipError)}
     loaded = [(ref, clip) for ref, clip, _ in chunk if ref.clip_id not in results]
+    classes = len(detector.class_names)
     t0 = time.perf_counter()
     try:
         values = detector.score_batch([clip for _, clip in loaded]) if loaded else []
         for (ref, _), value in zip(loaded, values, strict=True):
-            results[ref.clip_id] = checked(ref, value)
+            results[ref.clip_id] = checked(ref, value, classes)
     except Exception:  # one bad clip must not sink the batch: score them one by one
         for ref, clip in loaded:
-            results[ref.clip_id] = _score_one(detector, ref, clip)
+            results[ref.clip_id] = _score_one(detector, ref, clip, classes)
     localisation = {ref.clip_id: localise(detector, ref, clip) for ref, clip in loaded
                     if results[ref.clip_id][1] == "scored"}
     seconds = time.perf_counter() - t0
-    return table(fold, test, chunk, results, localisation, seconds / max(len(loaded), 1)), seconds
+    return table(fold, test, chunk, results, localisation, seconds / max(len(loaded), 1), classes), seconds
 
 
-def table(fold: Fold, test: TestSet, chunk: Chunk, results: dict, localisation: dict, per_clip: float
-          ) -> pd.DataFrame:
-    """The rows of `chunk` from each clip's (score, status, reason, message); a scored clip's
-    `seconds` are its loading and its share of the chunk's scoring (`per_clip`)."""
+def table(fold: Fold, test: TestSet, chunk: Chunk, results: dict, localisation: dict, per_clip: float,
+          classes: int = 0) -> pd.DataFrame:
+    """The rows of `chunk` from each clip's (score, status, reason, message, class probabilities); a
+    scored clip's `seconds` are its loading and its share of the chunk's scoring (`per_clip`). With
+    `classes`, each row carries its true class (metrics.four_class_label; NaN when unknown)."""
     rows = []
     for ref, _, load_s in chunk:
-        score, status, reason, message = results[ref.clip_id]
+        score, status, reason, message, probabilities = results[ref.clip_id]
+        true_class = metrics.four_class_label(ref.label, ref.video_label, ref.audio_label) if classes else None
         rows.append({"fold": fold.name, "test_set": test.name, "clip_id": ref.clip_id,
                      "file": ref.meta.get("file") or ref.clip_id + ref.path.suffix, "label": ref.label,
                      "category": ref.category, "method": ref.method,
                      "subset_value": getattr(ref, test.subsets) if test.subsets else "",
                      "score": score, "status": status, "reason": reason, "message": message,
                      "seconds": load_s + (per_clip if status == "scored" else 0.0),
-                     "localisation_auc": localisation.get(ref.clip_id, np.nan)})
+                     "localisation_auc": localisation.get(ref.clip_id, np.nan),
+                     "true_class": np.nan if true_class is None else float(true_class),
+                     "class_probabilities": probabilities})
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
-def _score_one(detector: Detector, ref: ClipRef, clip: Clip) -> tuple[float, str, str, str]:
+Result = tuple[float, str, str, str, "list[float] | None"]  # score, status, reason, message, class probabilities
+
+
+def _score_one(detector: Detector, ref: ClipRef, clip: Clip, classes: int) -> Result:
     try:
-        return checked(ref, detector.score(clip))
+        return checked(ref, detector.score(clip), classes)
     except ClipError as err:
         return failed(err)
     except Exception as exc:  # recorded with its traceback; the run goes on with the next clip
         log.error("%s: detector error on %s\n%s", detector.name, ref.path, traceback.format_exc())
-        return (np.nan, "failed", "detector_error", f"{ref.path}: {type(exc).__name__}: {exc}")
+        return (np.nan, "failed", "detector_error", f"{ref.path}: {type(exc).__name__}: {exc}", None)
 
 
 def localise(detector: Detector, ref: ClipRef, clip: Clip) -> float:
@@ -103,15 +114,25 @@ def localise(detector: Detector, ref: ClipRef, clip: Clip) -> float:
         return np.nan
 
 
-def checked(ref: ClipRef, value) -> tuple[float, str, str, str]:
+def checked(ref: ClipRef, value, classes: int = 0) -> Result:
+    """A detector's answer as a row's result: a float, or ClassScores over `classes` classes."""
+    probabilities = None
+    if classes:
+        if not isinstance(value, ClassScores) or len(value.probabilities) != classes:
+            raise TypeError(f"a detector with {classes} class_names returns ClassScores with {classes} "
+                            f"probabilities, got {value!r}")
+        probabilities = [float(p) for p in value.probabilities]
+        value = value.score
+        if not np.all(np.isfinite(probabilities)):
+            return (np.nan, "failed", "non_finite_score", f"{ref.path}: class probabilities {probabilities}", None)
     value = float(value)
     if not np.isfinite(value):
-        return (np.nan, "failed", "non_finite_score", f"{ref.path}: the detector returned {value}")
-    return (value, "scored", "", "")
+        return (np.nan, "failed", "non_finite_score", f"{ref.path}: the detector returned {value}", None)
+    return (value, "scored", "", "", probabilities)
 
 
-def failed(err: ClipError) -> tuple[float, str, str, str]:
-    return (np.nan, "failed", err.reason, err.message)
+def failed(err: ClipError) -> Result:
+    return (np.nan, "failed", err.reason, err.message, None)
 
 
 class InProcess:
@@ -225,8 +246,8 @@ class RayScorers:
                 ref = item[0]
                 results = {ref.clip_id: (np.nan, "failed", "scorer_crashed",
                                          f"{ref.path}: the Ray actor scoring it died, also when it was scored "
-                                         "alone; the run goes on")}
-                parts.append((table(fold, test, [item], results, {}, 0.0), 0.0))
+                                         "alone; the run goes on", None)}
+                parts.append((table(fold, test, [item], results, {}, 0.0, len(self.detector.class_names)), 0.0))
         return pd.concat([rows for rows, _ in parts], ignore_index=True), sum(seconds for _, seconds in parts)
 
     def _wait_alive(self, actor, seconds: float = 300.0) -> None:

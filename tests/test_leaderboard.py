@@ -9,7 +9,7 @@ from rich.table import Table
 
 from avbench.io import write_json
 from avbench.leaderboard import (COLUMNS, build_leaderboard, check_against_golden, load_published, load_records,
-                                 new_cells, published_method_and_subset, read_golden, render, write_golden)
+                                 new_cells, published_cell, read_golden, render, write_golden)
 
 
 def record(seed, values, *, detector="avsync", protocol="demo", version=1, scored=98, total=100,
@@ -124,7 +124,25 @@ def test_table_column_notes_mean_the_whole_test_set_and_regimes_qualify_the_meth
                for name in ("M", "M [next-token prediction]")}
     assert by_name["M"]["published"].iloc[0] == pytest.approx(0.998)
     assert by_name["M [next-token prediction]"]["published"].iloc[0] == pytest.approx(0.70)
-    assert published_method_and_subset("M", "column J: mean out-of-domain") == ("M", "column J: mean out-of-domain")
+    assert published_cell("M", "column J: mean out-of-domain", "AUC") == ("M", "column J: mean out-of-domain", "AUC", "")
+
+
+def test_tasks_and_variants_match_only_cells_of_their_protocol_variant():
+    published = published_frame([
+        {"value": 99.9, "method": "M", "subset": "binary, identity-independent split"},
+        {"value": 99.5, "method": "M", "subset": "four-class", "metric": "ACC"},
+        {"value": 99.7, "method": "M", "subset": "four-class"},
+        {"value": 96.0, "method": "M, audio removed"},
+    ])
+    values = {("all", "AUC"): 0.9, ("all", "CLASS_ACC"): 0.8, ("all", "CLASS_AUC"): 0.85}
+    boards = {protocol: build_leaderboard([record(0, values, protocol=protocol, published_as=("M",))], published)
+              .set_index("metric")["published"] for protocol in ("demo", "demo+four_class", "demo+missing_audio")}
+    assert boards["demo"]["AUC"] == pytest.approx(0.999) and boards["demo"][["CLASS_ACC", "CLASS_AUC"]].isna().all()
+    assert boards["demo+four_class"]["CLASS_ACC"] == pytest.approx(0.995)
+    assert boards["demo+four_class"]["CLASS_AUC"] == pytest.approx(0.997)
+    assert math.isnan(boards["demo+four_class"]["AUC"])  # the four-class AUC is not the binary one
+    assert boards["demo+missing_audio"]["AUC"] == pytest.approx(0.96)
+    assert boards["demo+missing_audio"][["CLASS_ACC", "CLASS_AUC"]].isna().all()
 
 
 def test_packaged_published_numbers_load():

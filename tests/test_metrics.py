@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from avbench.metrics import (AGGREGATIONS, METRICS, _batch_metric, aggregate_windows, bootstrap_ci, compute_metrics,
-                             higher_is_better)
+from avbench.metrics import (AGGREGATIONS, METRICS, _batch_metric, aggregate_windows, bootstrap_ci, class_metrics,
+                             compute_metrics, four_class_label, higher_is_better)
 
 
 def test_perfect_scores():
@@ -166,3 +166,25 @@ def test_localisation_auc_against_fake_segments():
     assert localisation_auc(scores, 5.0, [(0.8, 1.2)]) == 1.0
     assert localisation_auc(-scores, 5.0, [(0.8, 1.2)]) == 0.0
     assert math.isnan(localisation_auc(scores, 5.0, [(0.0, 5.0)]))  # every frame fake: undefined
+
+
+def test_four_class_labels_follow_which_modality_is_fake():
+    assert [four_class_label(0, None, None), four_class_label(1, 1, 0), four_class_label(1, 0, 1),
+            four_class_label(1, 1, 1)] == [0, 1, 2, 3]  # RARV, RAFV, FARV, FAFV
+    assert four_class_label(1, None, 1) is None and four_class_label(1, 0, 0) is None  # unknown; desynchronised
+
+
+def test_class_metrics_are_accuracy_and_the_macro_one_vs_rest_auc():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.arange(4), rng.integers(0, 4, 36)]
+    p = rng.dirichlet(np.ones(4), len(y))
+    p[np.arange(len(y)), y] += 0.5 * rng.random(len(y))  # better than chance
+    p /= p.sum(axis=1, keepdims=True)
+    got = class_metrics(y, p)
+    assert got["CLASS_ACC"] == pytest.approx(np.mean(p.argmax(axis=1) == y))
+    assert got["CLASS_AUC"] == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+    assert got["CLASS_AUC"] == pytest.approx(np.mean([roc_auc_score(y == c, p[:, c]) for c in range(4)]))
+    missing = class_metrics(y[y != 2], p[y != 2])
+    assert math.isnan(missing["CLASS_AUC"]) and 0 <= missing["CLASS_ACC"] <= 1
+    with pytest.raises(ValueError, match="range"):
+        class_metrics([0, 5], p[:2])

@@ -34,6 +34,15 @@ def test_missing_audio_variant_and_unknown_names():
         protocol.get("nope")
 
 
+def test_four_class_variant_is_its_own_protocol_and_does_not_combine_with_missing_audio():
+    p = protocol.get("demo+four_class")
+    assert p.four_class and not p.missing_audio and p.id == "demo+four_class"
+    assert p.spec_sha256() != protocol.get("demo").spec_sha256()
+    assert "four_class" not in protocol.get("demo").spec()  # binary runs keep the keys they had
+    with pytest.raises(KeyError, match="do not combine"):
+        protocol.get("demo+four_class+missing_audio")
+
+
 def test_identity_split_is_disjoint_seeded_and_complete():
     index = make_index(n_ids=10)
     p = protocol.get("intra_dataset").with_params(dataset="toy")

@@ -8,14 +8,17 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 import numpy as np
 import torch
 
-from avbench.detector import Detector, InputSpec
+from avbench.detector import ClassScores, Detector, InputSpec
 from avbench.io import sha256_file_cached
-from avbench.metrics import AGGREGATIONS, aggregate_windows
+from avbench.metrics import AGGREGATIONS, FOUR_CLASSES, aggregate_windows
 from avbench.weights import load_strict
 
 from . import training
 from .checkpoint import init_audio, init_fau, init_video, load_authors
 from .model import FauForensics, FauForensicsConfig
+
+#: How a clip without audio (a +missing_audio protocol) is scored; see FauForensicsDetector.
+WITHOUT_AUDIO = ("visual_head", "silent_track", "authors_constant")
 
 if TYPE_CHECKING:
     from avbench.clips import Clip
@@ -31,7 +34,18 @@ class FauForensicsDetector(Detector):
     audio-visual head, P(fake) = softmax's fake class (four classes: 1 - P(real audio, real video)),
     and the clip score is their `aggregation` (metrics.AGGREGATIONS on the windows' logits, default
     mean_prob: the mean of the windows' P(fake); "first" scores the first window alone, as the
-    authors' evaluation does for a window starting at 0).
+    authors' evaluation does for a window starting at 0). With four classes the clip's class
+    probabilities are the mean of its windows' softmax (the first window's under "first") beside
+    that score (ClassScores; protocols' +four_class variant).
+
+    A clip whose audio a +missing_audio protocol removed is scored as `without_audio` says:
+    "visual_head" (default) by the visual head alone, P(video fake) from the frame-by-frame
+    similarities of the visual queries, which read no audio (the paper's ablation without the audio
+    encoder shows the visual path alone detects fakes; this head was trained on the video label, so
+    a fake whose only fake modality is the audio is scored real, as it should be once its audio is
+    gone); "silent_track": the audio-visual head on a silent track (the mel front end maps silence
+    to a constant 1); "authors_constant": the audio-visual head on the constant 0.5 spectrogram the
+    authors' data loader gives a clip without audio. Binary models only: four classes need the audio.
 
     Options:
     - weights: a checkpoint in the authors' layout to score or fine-tune from (`load_authors`);
@@ -42,7 +56,8 @@ class FauForensicsDetector(Detector):
       without them the encoders start random (the tiny twin; the full model refuses to train so).
     - fau_bn: the frozen FAU encoder's BatchNorms while training: "train" (batch statistics, running
       statistics updated, as the authors' code) or "frozen" (eval mode throughout).
-    - classes: 2 (real/fake) or 4 (RARV, RAFV, FARV, FAFV); aggregation, max_windows: the clip score.
+    - classes: 2 (real/fake) or 4 (RARV, RAFV, FARV, FAFV); aggregation, max_windows: the clip score;
+      without_audio: see above.
     - epochs, train_batch_size, lr, weight_decay, accumulate: training (AdamP, poly schedule per
       iteration; the authors': 50, 32, 1e-4, 1e-2, and 2 on LAV-DF); batch_size: windows per forward
       pass when scoring; seed: initialisation of what no weights file sets.
@@ -55,7 +70,7 @@ class FauForensicsDetector(Detector):
     published_as: ClassVar[tuple[str, ...]] = ("FauForensics",)
     version: ClassVar[str] = "1"
     scores_are_probabilities: ClassVar[bool] = True
-    input_spec = InputSpec(fps=25.0, audio=True, face_size=224, frames=False, max_seconds=10.0)
+    input_spec = InputSpec(fps=25.0, audio=True, face_size=224, frames=False, max_seconds=10.0, audio_optional=True)
     #: The full model does not train from random encoders (not the method).
     needs_encoder_weights: ClassVar[bool] = True
     #: Training options left unset take these (the authors' settings).
@@ -65,11 +80,14 @@ class FauForensicsDetector(Detector):
                  audio_weights: str | None = None, trusted_pickle: bool = False, classes: int = 2,
                  aggregation: str = "mean_prob", max_windows: int = 10, epochs: int | None = None,
                  train_batch_size: int | None = None, lr: float | None = None, weight_decay: float = 1e-2,
-                 accumulate: int = 1, fau_bn: str = "train", batch_size: int = 16, seed: int = 0):
+                 accumulate: int = 1, fau_bn: str = "train", without_audio: str = "visual_head",
+                 batch_size: int = 16, seed: int = 0):
         given = {"epochs": epochs, "train_batch_size": train_batch_size, "lr": lr}
         epochs, train_batch_size, lr = (self.training_defaults[k] if v is None else v for k, v in given.items())
         if fau_bn not in ("train", "frozen"):
             raise ValueError(f"fau_bn is 'train' (the authors' code) or 'frozen', got {fau_bn!r}")
+        if without_audio not in WITHOUT_AUDIO:
+            raise ValueError(f"without_audio is one of {', '.join(WITHOUT_AUDIO)}, got {without_audio!r}")
         if classes not in (2, 4):
             raise ValueError(f"classes is 2 (real/fake) or 4 (RARV, RAFV, FARV, FAFV), got {classes}")
         if aggregation not in (*AGGREGATIONS, "first"):
@@ -83,7 +101,7 @@ class FauForensicsDetector(Detector):
         self.trusted_pickle, self.classes, self.aggregation = bool(trusted_pickle), classes, aggregation
         self.max_windows, self.epochs, self.train_batch_size = max_windows, epochs, train_batch_size
         self.lr, self.weight_decay, self.accumulate, self.batch_size, self.seed = lr, weight_decay, accumulate, batch_size, seed
-        self.fau_bn = fau_bn
+        self.fau_bn, self.without_audio = fau_bn, without_audio
         self._model: FauForensics | None = None
         self._training_dir: Path | None = None
 
@@ -153,27 +171,46 @@ class FauForensicsDetector(Detector):
         return self
 
     # -- scoring -------------------------------------------------------------------------------------------
-    def window_logits(self, clip: "Clip") -> np.ndarray:
-        """The logit of P(fake) of each window of the clip."""
-        if clip.faces is None or clip.audio is None:
-            raise ValueError(f"{clip.ref.path}: FauForensics needs face crops and audio; load it with {self.input_spec}")
-        video, mel = training.windows_of(clip.faces, clip.audio, self.model.cfg, self.max_windows)
-        probabilities = []
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return FOUR_CLASSES if self.classes == 4 else ()
+
+    def window_probabilities(self, clip: "Clip") -> np.ndarray:
+        """Softmax of each window's head (W, classes): the audio-visual head, or the visual head's
+        (W, 2) for a clip without audio under without_audio="visual_head"."""
+        if clip.faces is None:
+            raise ValueError(f"{clip.ref.path}: FauForensics needs face crops; load it with {self.input_spec}")
+        cfg = self.model.cfg
+        audio = None if clip.audio_removed else clip.audio
+        if audio is None and self.without_audio == "visual_head" and self.classes == 4:
+            raise ValueError(f"{clip.ref.path}: has no audio, and the four-class model needs it to tell the classes; "
+                             "the visual head is binary")
+        if audio is None and self.without_audio == "silent_track":
+            audio = np.zeros(self.max_windows * cfg.frames * training.SAMPLES_PER_FRAME, dtype=np.float32)
+        video, mel = training.windows_of(clip.faces, audio, cfg, self.max_windows)
+        if mel is None and self.without_audio == "authors_constant":
+            mel = torch.full((len(video), cfg.audio_frames, cfg.n_mels), 0.5)
+        parts = []
         with torch.inference_mode():
             for s in range(0, len(video), self.batch_size):
+                v = video[s:s + self.batch_size].to(self.device)
                 with training.autocast(torch.device(self.device)):
-                    logits = self.model(video[s:s + self.batch_size].to(self.device),
-                                        mel[s:s + self.batch_size].to(self.device))
-                probabilities.append(training.fake_probability(logits.joint.float()).double().cpu())
-        p = torch.cat(probabilities).clamp(1e-12, 1 - 1e-12).numpy()
-        return np.log(p) - np.log1p(-p)
+                    logits = (self.model.visual_logits(v) if mel is None
+                              else self.model(v, mel[s:s + self.batch_size].to(self.device)).joint)
+                parts.append(logits.double().softmax(dim=-1).cpu())
+        return torch.cat(parts).numpy()
 
-    def score(self, clip: "Clip") -> float:
-        logits = self.window_logits(clip)
+    def score(self, clip: "Clip") -> "float | ClassScores":
+        p = self.window_probabilities(clip)
+        fake = np.clip(1 - p[:, 0], 1e-12, 1 - 1e-12)
+        logits = np.log(fake) - np.log1p(-fake)
         value = logits[0] if self.aggregation == "first" else aggregate_windows(logits, self.aggregation)
-        return float(1 / (1 + np.exp(-value)))
+        score = float(1 / (1 + np.exp(-value)))
+        if self.classes == 2:
+            return score
+        return ClassScores(score, tuple(float(x) for x in (p[0] if self.aggregation == "first" else p.mean(axis=0))))
 
-    def score_batch(self, clips: Sequence["Clip"]) -> list[float]:
+    def score_batch(self, clips: Sequence["Clip"]) -> list:
         return [self.score(clip) for clip in clips]
 
     # -- learned state -------------------------------------------------------------------------------------

@@ -394,11 +394,18 @@ class FauForensics(nn.Module):
         vid = self.v_pool_norm(self.v_pool(self.VEncoder_cnn(video).mean(dim=(3, 4)).transpose(1, 2)))
         return au + vid
 
+    def visual_queries(self, video: Tensor) -> Tensor:
+        return self.v_attn_pool_norm(self.v_attn_pool(self.queries, self.visual_tokens(video)))
+
+    def visual_logits(self, video: Tensor) -> Tensor:
+        """The visual head alone, which reads no audio (real/fake video): scores a clip without audio."""
+        z_vq = self.visual_queries(video)
+        return self.mlp_v(similarity_map(z_vq, z_vq, self.logit_scale_v))
+
     def forward(self, video: Tensor, mel: Tensor) -> Logits:
-        z_v = self.visual_tokens(video)
         z_a = self.AEncoder(mel.transpose(1, 2))
         z_aq = self.aud_attn_pool_norm(self.aud_attn_pool(self.queries, z_a))
-        z_vq = self.v_attn_pool_norm(self.v_attn_pool(self.queries, z_v))
+        z_vq = self.visual_queries(video)
         m_av = similarity_map(z_vq, z_aq, self.logit_scale)
         m_a = similarity_map(z_aq, z_aq, self.logit_scale_a)
         m_v = similarity_map(z_vq, z_vq, self.logit_scale_v)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avbench.clips import ClipError, ClipRef
+from avbench.metrics import four_class_label
 from avbench.training import Selection, Trainer, autocast, chunks, holdout, labels_of
 
 from .model import FauForensics, FauForensicsConfig, loss
@@ -89,12 +90,14 @@ def poly(total_steps: int, power: float = 0.9, floor: float = 1e-3):
     return lambda step: (1 - floor) * max(0.0, 1 - step / total_steps) ** power + floor
 
 
-def label_triple(ref: ClipRef, classes: int) -> tuple[int, int, int]:
-    """(joint label, audio fake, video fake); the joint label is 2 * audio + video for four classes;
-    an unknown modality label stands for the clip label."""
+def label_triple(ref: ClipRef, classes: int) -> tuple[int, int, int] | None:
+    """(joint label, audio fake, video fake): the joint label is the clip label, or for four classes
+    metrics.four_class_label, None for a clip of none of the four (not trained on); an unknown
+    modality label stands for the clip label in the heads' labels."""
     a = ref.label if ref.audio_label is None else int(ref.audio_label)
     v = ref.label if ref.video_label is None else int(ref.video_label)
-    return (2 * a + v if classes == 4 else int(ref.label)), a, v
+    joint = int(ref.label) if classes == 2 else four_class_label(ref.label, ref.video_label, ref.audio_label)
+    return None if joint is None else (joint, a, v)
 
 
 @dataclass
@@ -140,6 +143,10 @@ class FauTraining:
             if clip.faces is None or clip.audio is None or clip.audio_removed:
                 train.failures[ref.clip_id] = ClipError("no_audio" if clip.faces is not None else "no_face",
                                                         f"{ref.path}: FauForensics trains on face crops with audio")
+                continue
+            if label_triple(ref, self.cfg.classes) is None:
+                train.failures[ref.clip_id] = ClipError("no_class", f"{ref.path}: a fake of none of the four classes "
+                                                        f"(video fake {ref.video_label}, audio fake {ref.audio_label})")
                 continue
             self.refs.append(ref)
             self.lengths.append(len(clip.faces))
@@ -247,7 +254,8 @@ def fit(model: FauForensics, train: "ClipSet", val: "ClipSet", *, seed: int, dev
         raise ValueError(f"no training clip can be used ({len(train.refs)} given; failed: "
                          f"{sorted({e.reason for e in train.failures.values()})})")
     val_items = [(ref, *windows_of(clip.faces, clip.audio, model.cfg, max_windows)) for ref, clip in val.results()
-                 if not isinstance(clip, ClipError) and clip.faces is not None and clip.audio is not None]
+                 if not isinstance(clip, ClipError) and clip.faces is not None and clip.audio is not None
+                 and label_triple(ref, model.cfg.classes) is not None]
     if not val_items:  # a seeded hold-out of whole identities of the training clips
         keep, held = holdout(labels_of(task.refs), seed, identities=[r.identity for r in task.refs])
         held_refs = [task.refs[i] for i in held]
