@@ -235,18 +235,22 @@ def datasets_audit(
 
 @protocols_app.command("list")
 def protocols_list(fmt: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.table):
-    """List protocols. Any of them runs as NAME+missing_audio to remove audio from test clips."""
+    """List protocols. Any of them runs as NAME+missing_audio (audio removed from the test clips) or
+    NAME+four_class (which modality is fake: RARV, RAFV, FARV, FAFV, for a four-class detector)."""
     from avbench import protocol
 
     rows = [{"name": p.name, "version": p.version, "kind": p.kind, "seeds": ",".join(map(str, p.seeds)),
              "params": json.dumps(p.params), "description": p.description}
             for p in protocol.available().values()]
-    _print_rows(rows, fmt, "Protocols (variant: NAME+missing_audio)")
+    if fmt is ListFormat.table:  # parameters do not fit 80 columns: --format json|csv|md has them
+        rows = [{k: v for k, v in row.items() if k != "params"} for row in rows]
+    _print_rows(rows, fmt, "Protocols (variants: NAME+missing_audio, NAME+four_class;\n"
+                           "parameters: --format json)")
 
 
 @protocols_app.command("show")
 def protocols_show(
-    name: Annotated[str, typer.Argument(help="Protocol name, optionally NAME+missing_audio.")],
+    name: Annotated[str, typer.Argument(help="Protocol name, optionally NAME+missing_audio or NAME+four_class.")],
     data_root: Annotated[Optional[list[str]], typer.Option(help="DATASET=DIR or DATASET=INDEX.parquet; repeat.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="The protocol's dataset (training dataset for cross_dataset).")] = None,
     param: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE overriding a protocol parameter.")] = None,
@@ -287,7 +291,7 @@ def _configured_protocol(name: str, dataset: str | None, test_sets: str | None, 
 # -- run and preprocess ---------------------------------------------------------------------------------
 DetectorOption = Annotated[str, typer.Option("--detector", "-d", help="Detector name (`avbench detectors list`).")]
 ProtocolOption = Annotated[str, typer.Option(
-    "--protocol", "-p", help="Protocol name (`avbench protocols list`), optionally NAME+missing_audio.")]
+    "--protocol", "-p", help="Protocol name (`avbench protocols list`), optionally NAME+missing_audio or NAME+four_class.")]
 DataRootOption = Annotated[Optional[list[str]], typer.Option(
     help="DATASET=DIR (or DATASET=INDEX.parquet), the data of a dataset the protocol uses; repeat for several.")]
 DatasetOption = Annotated[Optional[str], typer.Option(

@@ -4,7 +4,11 @@ A protocol is data: a TOML file in avbench/protocols/ with a `kind` and its para
 `version` bumped whenever a change would move a number. Four kinds cover the field:
 
 - intra_dataset: train, validate and test on one dataset, by its official split or by a seeded
-  identity-disjoint split (no person appears in two of train / val / test).
+  identity-disjoint split (no person appears in two of train / val / test); or, with `split =
+  "identity_folds"`, by k-fold cross-validation over identities (`folds`), each fold testing on
+  one group of identities after training on the others, reported per fold (fold1 ...) and as
+  their average (AVG); `per_identity_class = n` first keeps n clips of each identity and
+  four-class label (drawn with `split_seed`), the balanced FakeAVCeleb subset of MRDF.
 - cross_manipulation: leave one fake category out: train on reals and the other categories,
   test on held-out reals plus the held-out category; one fold per category, reported per
   category and as their average (AVG).
@@ -37,11 +41,14 @@ from avbench.clips import ClipIndex
 from avbench.io import sha256_json
 
 KINDS = ("intra_dataset", "cross_manipulation", "cross_dataset", "test_only")
+IDENTITY_FOLDS = "identity_folds"
+UNUSED = "unused"  # the split of clips a balanced subset leaves out
 MISSING_AUDIO = "missing_audio"
 FOUR_CLASS = "four_class"
 VARIANTS = (FOUR_CLASS, MISSING_AUDIO)
 #: Parameters any protocol may set or override, with their defaults where they are read.
-OPTIONAL_PARAMS = {"split", "split_ratios", "split_seed", "val_split", "test_split", "subsets", "subset_reals",
+OPTIONAL_PARAMS = {"split", "split_ratios", "split_seed", "folds", "per_identity_class", "val_split", "test_split",
+                   "subsets", "subset_reals",
                    "fakes", "train_label"}
 
 
@@ -51,7 +58,8 @@ class Selection:
     the fakes manipulated in both modalities, or a seeded sample of each label."""
 
     dataset: str
-    split: str  # "train" | "val" | "test" | "all"
+    split: str  # "train" | "val" | "test" | "all" | a fold ("fold1", split = "identity_folds")
+    other_folds: bool = False  # every fold but `split` (the training side of a cross-validation fold)
     only_categories: tuple[str, ...] = ()  # fakes kept only from these (reals always kept)
     without_categories: tuple[str, ...] = ()  # fakes of these dropped
     #: "all", or "both_modalities": fakes whose video and audio are both manipulated (kept where
@@ -139,6 +147,11 @@ class Protocol:
         placeholder fold; with them it has one fold per fake category."""
         p, display = self.params, display or {}
         label = lambda name: display.get(name, name)  # noqa: E731
+        if self.kind == "intra_dataset" and p.get("split") == IDENTITY_FOLDS:
+            d = p["dataset"]
+            return [Fold(f"fold{k}", label(d), Selection(d, f"fold{k}", other_folds=True), self._val(d),
+                         (TestSet(d, Selection(d, f"fold{k}"), as_subset=f"fold{k}"),))
+                    for k in range(1, int(p.get("folds", 5)) + 1)]
         if self.kind == "intra_dataset":
             d = p["dataset"]
             return [Fold("main", label(d), Selection(d, "train"), self._val(d), (self._test_set(d),))]
@@ -190,7 +203,8 @@ class Protocol:
 
     @property
     def reports_average(self) -> bool:
-        return self.kind == "cross_manipulation" or bool(self.params.get("subsets"))
+        return (self.kind == "cross_manipulation" or bool(self.params.get("subsets"))
+                or self.params.get("split") == IDENTITY_FOLDS)
 
     # -- splits ---------------------------------------------------------------------------------
     def assign_splits(self, index: ClipIndex) -> ClipIndex:
@@ -204,12 +218,16 @@ class Protocol:
             frame["split"] = identity_split(frame["identity"], ratios, seed, dataset=index.datasets)
         elif how == "file_random":
             frame["split"] = file_split(len(frame), ratios, seed)
+        elif how == IDENTITY_FOLDS:
+            frame["split"] = identity_folds(frame["identity"], int(self.params.get("folds", 5)), seed, index.datasets)
+            if per := int(self.params.get("per_identity_class", 0)):
+                frame.loc[~balanced(frame, per, seed), "split"] = UNUSED
         else:
-            raise ValueError(f"protocol '{self.name}': split must be 'official', 'identity' or 'file_random', not '{how}'")
+            raise ValueError(f"protocol '{self.name}': split must be one of {', '.join(_CHOICES['split'])}, not '{how}'")
         return ClipIndex(frame, index.root, index.problems)
 
 
-_CHOICES = {"split": ("official", "identity", "file_random"), "subset_reals": ("all", "own"),
+_CHOICES = {"split": ("official", "identity", "file_random", "identity_folds"), "subset_reals": ("all", "own"),
             "fakes": ("all", "both_modalities")}
 _TEXTS = ("val_split", "subsets", "train_label", "hold_out_by")  # "" allowed: none
 
@@ -232,6 +250,10 @@ def _param_problem(key: str, value) -> str:
         return "" if ok else "takes a JSON list of three train/val/test weights, e.g. [0.7, 0.1, 0.2]"
     if key == "split_seed":
         return "" if isinstance(value, int) and not isinstance(value, bool) else "takes an integer"
+    if key in ("folds", "per_identity_class"):
+        least = 2 if key == "folds" else 0
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= least
+        return "" if ok else f"takes an integer >= {least}"
     if key == "test_split":
         return "" if isinstance(value, str) and value else "takes a split name: train, val, test or all"
     if key in _TEXTS:
@@ -289,6 +311,34 @@ def identity_split(identities: pd.Series, ratios, seed: int, dataset=None) -> pd
     return identities.map(assignment).astype("string")
 
 
+def identity_folds(identities: pd.Series, k: int, seed: int, dataset=None) -> pd.Series:
+    """Seeded assignment of whole identities to folds fold1 ... fold<k>, dealt in turn so that fold
+    sizes (in identities) differ by at most one."""
+    ids = sorted(v for v in identities.dropna().unique() if v)
+    if len(ids) < k:
+        raise ValueError(f"{k} identity folds need >= {k} identities; {dataset or 'the dataset'} has {len(ids)}")
+    if (identities.isna() | (identities == "")).any():
+        raise ValueError("some clips have no identity: identity folds cannot place them")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    assignment = {ids[i]: f"fold{1 + position % k}" for position, i in enumerate(order)}
+    return identities.map(assignment).astype("string")
+
+
+def balanced(frame: pd.DataFrame, per: int, seed: int) -> np.ndarray:
+    """Which clips a balanced subset keeps: `per` of each identity and four-class label, drawn with
+    `seed` in clip_id order; a fake of no class (metrics.four_class_label) is left out."""
+    from avbench.metrics import four_class_label
+
+    opt = lambda v: None if pd.isna(v) else int(v)  # noqa: E731
+    classes = pd.Series([four_class_label(int(r.label), opt(r.video_label), opt(r.audio_label))
+                         for r in frame.itertuples()], index=frame.index, dtype="Int8")
+    rng, keep = np.random.default_rng(seed), np.zeros(len(frame), dtype=bool)
+    position = pd.Series(np.arange(len(frame)), index=frame.index)
+    for _, group in frame[classes.notna()].assign(cls=classes).sort_values("clip_id").groupby(["identity", "cls"]):
+        keep[position[rng.permutation(group.index.to_numpy())[:per]].to_numpy()] = True
+    return keep
+
+
 def file_split(n: int, ratios, seed: int) -> pd.Series:
     """Seeded train/val/test assignment of individual clips: identities may cross splits. Some
     papers report this split; it is offered under its own name, never as the default."""
@@ -300,7 +350,10 @@ def file_split(n: int, ratios, seed: int) -> pd.Series:
 
 def select(index: ClipIndex, selection: Selection) -> ClipIndex:
     frame = index.frame
-    mask = pd.Series(True, index=frame.index) if selection.split == "all" else frame["split"] == selection.split
+    if selection.other_folds:
+        mask = frame["split"].str.startswith("fold") & (frame["split"] != selection.split)
+    else:
+        mask = pd.Series(True, index=frame.index) if selection.split == "all" else frame["split"] == selection.split
     fake = frame["label"] == 1
     if selection.only_categories:
         mask &= ~fake | frame["category"].isin(selection.only_categories)

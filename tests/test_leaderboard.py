@@ -222,3 +222,32 @@ def test_table_moves_key_columns_with_one_value_into_the_title():
     assert "detector avsync · protocol demo" in table.title
     assert [c.header for c in table.columns] == ["subset", "AUC", "seeds", "coverage"]
     assert "| detector |" in render(board, "md")  # the formats tools read keep every column
+
+
+def test_fauforensics_published_numbers_meet_the_protocols_that_reproduce_them():
+    """Tables I-III of seed 002: each protocol's cells, named as a run names them, find the paper's number."""
+    from avbench import protocol, registry
+
+    display = {name: registry.datasets.get(name).display_name for name in ("fakeavceleb", "lavdf")}
+    expected = {  # protocol id -> {(metric): published percent}
+        "fakeavceleb_intra": {"AUC": 99.91, "ACC": 99.71},
+        "fakeavceleb_intra+four_class": {"CLASS_AUC": 99.97, "CLASS_ACC": 99.47},
+        "lavdf_intra": {"AUC": 99.97, "ACC": 99.78},
+        "lavdf_intra+four_class": {"CLASS_AUC": 99.95, "CLASS_ACC": 99.69},
+        "fakeavceleb_to_lavdf": {"AUC": 95.44},
+        "fakeavceleb_to_lavdf+four_class": {"CLASS_AUC": 92.1},
+        "lavdf_to_fakeavceleb": {"AUC": 83.77},
+        "lavdf_to_fakeavceleb+four_class": {"CLASS_AUC": 71.2},
+    }
+    records = []
+    for protocol_id, published in expected.items():
+        (fold,) = protocol.get(protocol_id).folds(None, display)
+        (test,) = fold.tests
+        rec = record(0, {}, detector="fauforensics", protocol=protocol_id, published_as=("FauForensics",))
+        rec["metrics"] = [{"train": fold.train_label, "test_set": display[test.name], "subset": "all", "metric": m,
+                           "value": 0.9} for m in published]
+        records.append(rec)
+    board = build_leaderboard(records, load_published())
+    for row in board.to_dict("records"):
+        assert row["published"] == pytest.approx(expected[row["protocol"]][row["metric"]] / 100), row
+        assert row["published_source"].startswith("002_480cacf7e7e49e2e.txt Table I")

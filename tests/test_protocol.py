@@ -150,3 +150,43 @@ def test_test_sets_may_be_tables_and_val_may_be_absent():
     assert fold.tests[1].selection.split == "all" and fold.tests[1].subset_reals == "own"
     with pytest.raises(ValueError, match="unknown test-set keys"):
         p.with_params(test=[{"dataset": "x", "splitt": "all"}]).folds(None)
+
+
+def modality_index(n_ids=10) -> ClipIndex:
+    """Per identity: two reals, two fake-audio clips, one lip-sync, one of both, one desynchronised."""
+    kinds = [("real", 0, 0, 0), ("real", 0, 0, 0), ("fake_audio", 1, 0, 1), ("fake_audio", 1, 0, 1),
+             ("lipsync", 1, 1, 0), ("both", 1, 1, 1), ("desync", 1, 0, 0)]
+    rows = [dict(clip_id=f"{c}/id{i:02d}_{k}", dataset="toy", path=f"{c}/id{i:02d}_{k}.mp4", label=y, video_label=v,
+                 audio_label=a, category=c, identity=f"id{i:02d}")
+            for i in range(n_ids) for k, (c, y, v, a) in enumerate(kinds)]
+    return ClipIndex(pd.DataFrame(rows), "/data/toy")
+
+
+def test_identity_folds_cross_validate_a_balanced_subset():
+    index = modality_index()
+    p = protocol.get("fakeavceleb_mrdf_folds").with_params(dataset="toy", folds=3)
+    frame = p.assign_splits(index).frame
+    used = frame[frame["split"] != "unused"]
+    assert (used.groupby("identity")["split"].nunique() == 1).all()  # an identity lies in one fold
+    assert sorted(used["split"].unique()) == ["fold1", "fold2", "fold3"]
+    classes = [protocol_four_class(r) for r in used.itertuples()]
+    assert pd.Series(list(zip(used["identity"], classes))).value_counts().max() == 1  # one clip per identity x class
+    assert None not in classes and len(used) == 10 * 4  # one of each class per identity; no desync
+    assert (p.assign_splits(index).frame["split"] == frame["split"]).all()  # seeded
+    folds = p.folds({"toy": ClipIndex(frame, index.root)})
+    assert [f.name for f in folds] == ["fold1", "fold2", "fold3"] and p.reports_average and folds[0].val is None
+    split = ClipIndex(frame, index.root)
+    for fold in folds:
+        train, test = protocol.select(split, fold.train).frame, protocol.select(split, fold.tests[0].selection).frame
+        assert set(test["split"]) == {fold.name} and fold.name not in set(train["split"])
+        assert not set(train["identity"]) & set(test["identity"]) and len(train) + len(test) == len(used)
+        assert fold.tests[0].as_subset == fold.name
+    with pytest.raises(ValueError, match="takes an integer >= 2"):
+        p.with_params(folds=1)
+
+
+def protocol_four_class(row):
+    from avbench.metrics import four_class_label
+
+    opt = lambda v: None if pd.isna(v) else int(v)  # noqa: E731
+    return four_class_label(int(row.label), opt(row.video_label), opt(row.audio_label))

@@ -123,6 +123,15 @@ def test_every_protocol_kind_runs_on_the_demo(tiny_demo, tmp_path):
         Runner(settings(tmp_path, "handcrafted", test_only, root=tiny_demo)).run()
 
 
+def test_identity_folds_report_each_fold_and_their_average(tiny_demo, tmp_path):
+    folds = protocol.get("fakeavceleb_mrdf_folds").with_params(dataset="demo", folds=3)
+    (outcome,) = Runner(settings(tmp_path, "handcrafted", folds, root=tiny_demo)).run()
+    record = outcome.record
+    assert [f["fold"] for f in record["folds"]] == ["fold1", "fold2", "fold3"]
+    assert {m["subset"] for m in record["metrics"]} == {"fold1", "fold2", "fold3", "AVG"}
+    assert record["coverage"]["total"] == 5 * 4  # every identity tested once; desyncs are of no class
+
+
 def test_missing_audio_variant_feeds_silence_to_an_audio_visual_detector(tiny_demo, tmp_path):
     (normal,) = Runner(settings(tmp_path, "avsync", root=tiny_demo)).run()
     (silent,) = Runner(settings(tmp_path, "avsync", "demo+missing_audio", root=tiny_demo)).run()
