@@ -56,6 +56,13 @@ def entry() -> None:
     _main(app, "avbench")
 
 
+class BoardFormat(str, Enum):
+    table = "table"
+    md = "md"
+    csv = "csv"
+    json = "json"
+
+
 class ListFormat(str, Enum):
     table = "table"
     json = "json"
@@ -250,7 +257,7 @@ def protocols_list(fmt: Annotated[ListFormat, typer.Option("--format", help="Out
 
 @protocols_app.command("show")
 def protocols_show(
-    name: Annotated[str, typer.Argument(help="Protocol name, optionally NAME+missing_audio or NAME+four_class.")],
+    name: Annotated[str, typer.Argument(help="Protocol name, optionally with +missing_audio, +four_class or +perturb=KIND@LEVEL.")],
     data_root: Annotated[Optional[list[str]], typer.Option(help="DATASET=DIR or DATASET=INDEX.parquet; repeat.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="The protocol's dataset (training dataset for cross_dataset).")] = None,
     param: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE overriding a protocol parameter.")] = None,
@@ -291,7 +298,7 @@ def _configured_protocol(name: str, dataset: str | None, test_sets: str | None, 
 # -- run and preprocess ---------------------------------------------------------------------------------
 DetectorOption = Annotated[str, typer.Option("--detector", "-d", help="Detector name (`avbench detectors list`).")]
 ProtocolOption = Annotated[str, typer.Option(
-    "--protocol", "-p", help="Protocol name (`avbench protocols list`), optionally NAME+missing_audio or NAME+four_class.")]
+    "--protocol", "-p", help="Protocol name (`avbench protocols list`), optionally with +missing_audio, +four_class or +perturb=KIND@LEVEL.")]
 DataRootOption = Annotated[Optional[list[str]], typer.Option(
     help="DATASET=DIR (or DATASET=INDEX.parquet), the data of a dataset the protocol uses; repeat for several.")]
 DatasetOption = Annotated[Optional[str], typer.Option(
@@ -304,6 +311,9 @@ DetectorOptions = Annotated[Optional[list[str]], typer.Option(
                            "true/false, none, JSON lists and objects are read as the option declares.")]
 CheckpointOption = Annotated[Optional[Path], typer.Option(
     help="A trained detector to load instead of fitting (a folder written by the detector's save).")]
+SeedsOption = Annotated[Optional[str], typer.Option(help="Comma-separated seeds [default: the protocol's].")]
+RunsDirOption = Annotated[Path, typer.Option(help="Where run folders and records go.")]
+DeviceOption = Annotated[Device, typer.Option(help="Where the detector computes.")]
 CacheDirOption = Annotated[Optional[Path], typer.Option(
     help="Decoded-media cache, shared by runs and workers [default: $AVBENCH_CACHE_DIR or ~/.cache/avbench].")]
 WorkersOption = Annotated[Optional[int], typer.Option(
@@ -360,9 +370,9 @@ def _runner_errors():
 def run(
     detector: DetectorOption,
     protocol: ProtocolOption,
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds [default: the protocol's].")] = None,
-    device: Annotated[Device, typer.Option(help="Where the detector computes.")] = Device.cpu,
-    runs_dir: Annotated[Path, typer.Option(help="Where run folders and records go.")] = Path("runs"),
+    seeds: SeedsOption = None,
+    device: DeviceOption = Device.cpu,
+    runs_dir: RunsDirOption = Path("runs"),
     data_root: DataRootOption = None,
     dataset: DatasetOption = None,
     test_sets: TestSetsOption = None,
@@ -442,6 +452,80 @@ def _run_and_report(settings) -> None:
         for problem in problems:
             err_console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False)
         raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def robustness(
+    detector: DetectorOption,
+    protocol: ProtocolOption,
+    kinds: Annotated[str, typer.Option(help="Comma-separated perturbation kinds (avbench.perturbations): "
+                                            "saturation, contrast, noise, blur, jpeg, video_compression, "
+                                            "audio_noise, audio_compression, resample, av_offset.")
+                     ] = "saturation,contrast,noise,blur,jpeg,video_compression",
+    levels: Annotated[str, typer.Option(help="Levels 0 (the original) to 5: '0-5' or '0,3,5'.")] = "0-5",
+    metric: Annotated[str, typer.Option(help="The metric the curves show.")] = "AUC",
+    subset: Annotated[str, typer.Option(help="The subset the curves show ('all': the whole test set).")] = "all",
+    fmt: Annotated[BoardFormat, typer.Option("--format", help="table for people; md, csv, json for tools.")] = BoardFormat.table,
+    seeds: SeedsOption = None,
+    device: DeviceOption = Device.cpu,
+    runs_dir: RunsDirOption = Path("runs"),
+    data_root: DataRootOption = None,
+    dataset: DatasetOption = None,
+    test_sets: TestSetsOption = None,
+    param: ParamOption = None,
+    option: DetectorOptions = None,
+    checkpoint: CheckpointOption = None,
+    cache_dir: CacheDirOption = None,
+    workers: WorkersOption = None,
+    clip_timeout: ClipTimeoutOption = 600.0,
+):
+    """Run PROTOCOL with its test clips perturbed, kind by kind and level by level, then print the metric
+    against level. Each point is an ordinary run (NAME+perturb=KIND@LEVEL): resumable, skipped when complete.
+    A detector that trains is fitted once per seed, on level 0 (the original protocol), and reused. Example:
+
+        avbench robustness -d avsync -p demo --kinds blur,noise,av_offset --levels 0-5 --data-root demo=demo_data
+    """
+    from avbench import robustness as sweeps
+    from avbench.runner import Runner
+
+    try:
+        ids = sweeps.sweep(protocol, [k.strip() for k in kinds.split(",") if k.strip()], sweeps.parse_levels(levels))
+    except (KeyError, ValueError) as exc:
+        raise fail(message_of(exc), EXIT_USAGE)
+    with _runner_errors(), _progress() as progress:
+        for protocol_id in ids:
+            settings = _settings(detector, protocol_id, dataset=dataset, test_sets=test_sets, param=param,
+                                 option=option, data_root=data_root, workers=workers, clip_timeout=clip_timeout,
+                                 seeds=seeds, runs_dir=runs_dir, device=device.value, checkpoint=checkpoint,
+                                 cache_dir=cache_dir, fit_from=None if protocol_id == protocol else runs_dir / detector / protocol)
+            progress.console.log(f"{protocol_id}")
+            Runner(settings, progress).run()
+    board = _board(runs_dir, detector=detector, metric=metric)
+    table = sweeps.curves(board[board["protocol"].isin(ids)], metric)
+    table = table[table["subset"] == subset].reset_index(drop=True)
+    _print_curves(table, fmt, f"{detector} · {protocol} · {metric} against perturbation level")
+
+
+def _print_curves(table, fmt: "BoardFormat", title: str) -> None:
+    """Curves with levels as columns: percent in table/md, fractions in csv/json."""
+    from avbench.leaderboard import markdown_table
+
+    levels = [c for c in table.columns if c.startswith("L")]
+    if fmt.value in ("csv", "json"):
+        typer.echo(table.to_csv(index=False) if fmt.value == "csv" else table.to_json(orient="records", indent=2))
+        return
+    headers = ["test set", "kind", *levels]
+    lines = [[row["test_set"], row["kind"], *("" if row[c] != row[c] else f"{100 * row[c]:.1f}" for c in levels)]
+             for _, row in table.iterrows()]
+    if fmt.value == "md":
+        typer.echo(markdown_table(headers, lines), nl=False)
+        return
+    out = Table(title=title)
+    for h in headers:
+        out.add_column(h, justify="right" if h in levels else "left")
+    for line in lines:
+        out.add_row(*line)
+    console.print(out)
 
 
 @app.command()
@@ -534,13 +618,6 @@ def export(
 
 
 # -- leaderboard and check -------------------------------------------------------------------------------
-class BoardFormat(str, Enum):
-    table = "table"
-    md = "md"
-    csv = "csv"
-    json = "json"
-
-
 def _board(runs_dir: Path, detector: str | None = None, protocol: str | None = None, metric: str | None = None):
     from avbench import leaderboard
 
@@ -557,12 +634,19 @@ def _board(runs_dir: Path, detector: str | None = None, protocol: str | None = N
     return board
 
 
-def _show_leaderboard(runs_dir: Path, fmt, **filters) -> None:
+def _show_leaderboard(runs_dir: Path, fmt, significance: bool = False, **filters) -> None:
     from avbench import leaderboard
 
     board = _board(runs_dir, **filters)
     if board.empty:
         raise fail(f"no run records under {runs_dir}: run `avbench run` or `avbench demo` first")
+    if significance:
+        from avbench.significance import mark_best
+
+        try:
+            board = mark_best(board, runs_dir)
+        except (FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc))
     rendered = leaderboard.render(board, fmt.value)
     if fmt.value == "table":
         console.print(rendered)
@@ -577,10 +661,63 @@ def leaderboard_cmd(
     detector: Annotated[Optional[str], typer.Option(help="Only this detector.")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="Only this protocol.")] = None,
     metric: Annotated[Optional[str], typer.Option(help="Only this metric (AUC, AP, ACC, EER).")] = None,
+    significance: Annotated[bool, typer.Option(
+        "--significance", help="Mark (*) the AUCs not significantly below the best of their column: DeLong's test "
+                               "on seed-pooled scores, Holm-corrected over the column's pairs, at 0.05. Reads "
+                               "every run's scores, so it is slower; csv/json gain p_vs_best and tied_with_best.")] = False,
 ):
     """Mean ± std over seeds per detector × protocol × test set × subset × metric, with published numbers
     beside ours where a paper reports the same cell. Values are fractions in csv/json, percent in table/md."""
-    _show_leaderboard(runs_dir, fmt, detector=detector, protocol=protocol, metric=metric)
+    _show_leaderboard(runs_dir, fmt, significance, detector=detector, protocol=protocol, metric=metric)
+
+
+@app.command()
+def compare(
+    detector_a: Annotated[str, typer.Argument(metavar="A", help="A detector with runs under --runs-dir.")],
+    detector_b: Annotated[str, typer.Argument(metavar="B", help="The detector to compare it with.")],
+    protocol: Annotated[str, typer.Option("--protocol", "-p", help="The protocol both ran (e.g. demo).")],
+    runs_dir: Annotated[Path, typer.Option(help="Where run records are.")] = Path("runs"),
+    fmt: Annotated[BoardFormat, typer.Option("--format", help="table for people; md, csv, json for tools.")] = BoardFormat.table,
+    resamples: Annotated[int, typer.Option(min=1, help="Paired bootstrap resamples for AP and EER; their smallest p is 1/(resamples+1).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
+):
+    """Is A's score really different from B's? Tested on the clips both scored, per test set and subset:
+    AUC by DeLong's test, AP and EER by a paired bootstrap (the same resamples of clips for both).
+
+    Each seed is compared with the same seed of the other detector, and `pooled` compares each clip's
+    score averaged over the seeds both ran. `Holm p` corrects for the many rows of one seed (or of
+    pooled); `sig` is Holm p < 0.05. Values in percent (table, md) or fractions (csv, json), and the
+    coverage of each detector (scored of total) beside the clips they share.
+
+    Example: `avbench compare handcrafted random -p demo`
+    """
+    from avbench.significance import compare_runs
+
+    if not runs_dir.is_dir():
+        raise fail(f"no run records under {runs_dir}: it is not a folder", EXIT_USAGE)
+    try:
+        rows = compare_runs(runs_dir, detector_a, detector_b, protocol, n_resamples=resamples, seed=seed)
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc), EXIT_USAGE)
+    if fmt in (BoardFormat.json, BoardFormat.csv):
+        _print_rows(rows, ListFormat(fmt.value), "")
+        return
+    from avbench.significance import human_table
+
+    headers, lines, title, notes = human_table(rows, detector_a, detector_b)
+    if fmt is BoardFormat.md:
+        from avbench.leaderboard import markdown_table
+
+        typer.echo(f"{title}\n\n" + markdown_table(headers, lines, set(headers[3:8])) + "".join(f"\n{n}" for n in notes))
+        return
+    from rich import box
+
+    table = Table(title=title, caption="\n".join(notes), caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for h in headers:
+        table.add_column(h, justify="right" if h in headers[3:8] else "left", no_wrap=True)
+    for line in lines:
+        table.add_row(*line)
+    console.print(table)
 
 
 @app.command()
@@ -612,6 +749,30 @@ def check(
             err_console.print(f"[red]regression:[/] {problem}")
         raise typer.Exit(EXIT_REGRESSION)
     console.print(f"[green]ok[/]: {len(rows)} golden cells within ±{tol}")
+
+
+@app.command("report")
+def report_cmd(
+    runs_dir: Annotated[Path, typer.Option(help="Where run records are.")] = Path("runs"),
+    out: Annotated[Path, typer.Option(help="Folder to write the site into; an earlier report there is replaced.")] = Path("report"),
+):
+    """Write the run records as a static web site (open OUT/index.html; no server, no network): the
+    leaderboard as a sortable table with published numbers and the gap, ROC and PR curves per test set
+    and subset, per-category bars with bootstrap intervals, robustness curves for `NAME+perturb=KIND@LEVEL`
+    protocols, reliability diagrams, coverage and failure reasons per run. Click a leaderboard row to see
+    the runs behind its number. Exits 2 when there are no run records or OUT is some other folder.
+
+    Example: `avbench demo`, then `avbench report --runs-dir runs --out report` and open report/index.html."""
+    from avbench.report import ReportError, write_report
+
+    try:
+        with console.status(f"writing the report of {runs_dir} ..."):
+            index = write_report(runs_dir, out)
+    except (ReportError, FileNotFoundError) as exc:
+        raise fail(message_of(exc), EXIT_USAGE)
+    except ValueError as exc:
+        raise fail(str(exc))
+    console.print(f"wrote {index}")
 
 
 # -- demo -------------------------------------------------------------------------------------------------

@@ -68,6 +68,9 @@ class ClipRef:
     group: str = ""
     split: str = ""
     fake_segments: tuple[tuple[float, float], ...] = ()
+    #: "KIND@LEVEL": the clip as a perturbation protocol degrades it (avbench.perturbations); the
+    #: loader applies it and keys the cache on it, and so does every cache keyed on the loader's keys.
+    perturbation: str = ""
     meta: dict = field(default_factory=dict, hash=False, compare=False)
 
 

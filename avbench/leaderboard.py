@@ -27,6 +27,9 @@ number differs shows it in parentheses.
 
 The golden check guards against regressions: a committed leaderboard (JSON rows plus a tolerance)
 against which a fresh run must not move a mean by more than the tolerance or lose a cell.
+
+`significance.mark_best` adds p_vs_best and tied_with_best to the AUC rows (shown as AUC* in the
+human formats): which detectors a DeLong test cannot tell from the best of their column.
 """
 
 from __future__ import annotations
@@ -265,15 +268,17 @@ def render(df: pd.DataFrame, fmt: str):
         raise ValueError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     headers, lines, sources = _human_lines(df)
     numeric = set(headers[len(_GROUP):])
+    marked = "tied_with_best" in df.columns
     if fmt == "md":
         notes = "".join(f"\n[{i}] {source}" for i, source in enumerate(sources, 1))
-        return markdown_table(headers, lines, numeric) + ("\nPublished numbers in brackets, from:" + notes + "\n"
-                                                           if sources else "")
+        return (markdown_table(headers, lines, numeric) + (f"\n{SIGNIFICANCE_NOTE}\n" if marked else "")
+                + ("\nPublished numbers in brackets, from:" + notes + "\n" if sources else ""))
     # a terminal is narrow: a key column with one value for every row moves into the title
     constant = [j for j in range(len(_GROUP)) if len({line[j] for line in lines}) == 1 and len(lines) > 1]
     shared = " · ".join(f"{headers[j]} {lines[0][j]}" for j in constant)
     keep = [j for j in range(len(headers)) if j not in constant]
-    table = Table(title="avbench leaderboard (percent; published in brackets)" + (f"\n{shared}" if shared else ""),
+    table = Table(title="avbench leaderboard (percent; published in brackets)" + (f"\n{shared}" if shared else "")
+                  + (f"\n{SIGNIFICANCE_NOTE}" if marked else ""),
                   caption="\n".join(f"[{i}] {s}" for i, s in enumerate(sources, 1)) or None, caption_justify="left")
     for j in keep:
         h = headers[j]
@@ -286,6 +291,7 @@ def render(df: pd.DataFrame, fmt: str):
 
 
 _GROUP = ("detector", "protocol", "train", "test_set", "subset")
+SIGNIFICANCE_NOTE = "AUC*: the best of its column or not significantly below it (DeLong, Holm, 0.05)"
 
 
 def _human_lines(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
@@ -301,7 +307,7 @@ def _human_lines(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str
             if row is None:
                 cells.append("")
                 continue
-            cell = _mean_std(row["mean"], row["std"])
+            cell = _mean_std(row["mean"], row["std"]) + ("*" if row.get("tied_with_best") is True else "")
             if not pd.isna(row["published"]):
                 if row["published_source"] not in sources:
                     sources.append(row["published_source"])

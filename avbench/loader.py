@@ -4,6 +4,8 @@
 from 68-point landmarks, 16 kHz mono audio from the separate audio file or the container. A clip
 that cannot give what the spec needs raises ClipError with the reason and the file, and that
 outcome is cached too, so a clip without a face is not searched again for the next detector.
+A ref that names a perturbation (`ClipRef.perturbation`, set for the test clips of perturbation
+protocols) is degraded as it is decoded, and cached under its own key.
 `ClipSet` is the lazy collection detectors train on and the runner scores.
 """
 
@@ -18,6 +20,7 @@ from avbench import faces, media
 from avbench.cache import MediaCache
 from avbench.clips import Clip, ClipError, ClipRef
 from avbench.detector import InputSpec
+from avbench.perturbations import Perturbation
 
 if TYPE_CHECKING:
     from avbench.workers import MediaPool
@@ -62,6 +65,8 @@ class MediaLoader:
             params["frame_crop"] = True
         if not spec.frames:
             params["frames"] = False
+        if ref.perturbation:
+            params["perturbation"] = ref.perturbation
         return self.cache.key(ref.path, audio_file, params)
 
     def _decoded(self, ref: ClipRef, spec: InputSpec, needs_audio: bool) -> dict[str, np.ndarray]:
@@ -90,13 +95,16 @@ class MediaLoader:
         if spec.video:
             arrays.update(self._decode_video(ref, spec))
         if needs_audio:
-            arrays["audio"] = media.decode_audio(ref.audio_path or ref.path, media.SAMPLE_RATE, spec.max_seconds)
+            audio = media.decode_audio(ref.audio_path or ref.path, media.SAMPLE_RATE, spec.max_seconds)
+            arrays["audio"] = _perturbation(ref).audio(audio, media.SAMPLE_RATE, ref.clip_id) if ref.perturbation else audio
         return arrays
 
     def _decode_video(self, ref: ClipRef, spec: InputSpec) -> dict[str, np.ndarray]:
         """Frames, and crops cut from the full-resolution frames; landmarks and boxes are given in
-        the coordinates of the returned (possibly resized) frames."""
-        frames = media.decode_video(ref.path, spec.fps, spec.max_seconds)
+        the coordinates of the returned (possibly resized) frames. Under a perturbation, faces are
+        tracked on the original frames and everything returned is cut from the perturbed ones."""
+        original = media.decode_video(ref.path, spec.fps, spec.max_seconds)
+        frames = _perturbation(ref).video(original, spec.fps, ref.clip_id) if ref.perturbation else original
         arrays: dict[str, np.ndarray] = {}
         scale = np.ones(2, dtype=np.float32)
         offset = np.zeros(2, dtype=np.float32)
@@ -113,7 +121,7 @@ class MediaLoader:
             arrays["frames"] = frames
         if spec.needs_faces:
             try:
-                boxes, landmarks = faces.track_faces(frames, self.tracking)
+                boxes, landmarks = faces.track_faces(original, self.tracking)
             except ClipError as exc:
                 raise ClipError(exc.reason, f"{ref.path}: {exc.message}") from exc
             if spec.face_size is not None:
@@ -135,6 +143,13 @@ class MediaLoader:
             raise ClipError("unknown_duration", f"{clip.ref.path}: the container states no duration, "
                                                 "so a silent track of its length cannot be made")
         return info.duration if spec.max_seconds is None else min(info.duration, spec.max_seconds)
+
+
+def _perturbation(ref: ClipRef) -> Perturbation:
+    try:
+        return Perturbation.parse(ref.perturbation)
+    except ValueError as exc:
+        raise ClipError("bad_perturbation", f"{ref.path}: {exc}") from exc
 
 
 class ClipSet:

@@ -20,7 +20,9 @@ test clips (never from training clips), as in HAVIC's robustness study; `NAME+fo
 four-class task of the FauForensics paper (which modality is fake: metrics.FOUR_CLASSES), run by a
 detector with those `class_names` only, reporting CLASS_ACC and CLASS_AUC on each whole test set
 beside the binary metrics of its fake score. The two do not combine: with the audio removed, no
-detector can tell a fake audio track from a real one.
+detector can tell a fake audio track from a real one. `NAME+perturb=KIND@LEVEL` degrades the test
+clips' media (avbench.perturbations: DeeperForensics-1.0's visual kinds and avbench's audio kinds,
+levels 1-5; level 0 is NAME itself); it combines with either variant.
 
 A test set may be divided into subsets by an index column (usually `category`). Every subset is
 scored against all real clips of the test set (its fakes + all reals), the usual convention of
@@ -39,6 +41,7 @@ import pandas as pd
 
 from avbench.clips import ClipIndex
 from avbench.io import sha256_json
+from avbench.perturbations import Perturbation
 
 KINDS = ("intra_dataset", "cross_manipulation", "cross_dataset", "test_only")
 IDENTITY_FOLDS = "identity_folds"
@@ -46,6 +49,7 @@ UNUSED = "unused"  # the split of clips a balanced subset leaves out
 MISSING_AUDIO = "missing_audio"
 FOUR_CLASS = "four_class"
 VARIANTS = (FOUR_CLASS, MISSING_AUDIO)
+PERTURB = "perturb"
 #: Parameters any protocol may set or override, with their defaults where they are read.
 OPTIONAL_PARAMS = {"split", "split_ratios", "split_seed", "folds", "per_identity_class", "val_split", "test_split",
                    "subsets", "subset_reals",
@@ -103,10 +107,12 @@ class Protocol:
     seeds: tuple[int, ...] = (0, 1, 2)
     missing_audio: bool = False
     four_class: bool = False
+    perturbation: str = ""  # "KIND@LEVEL" (avbench.perturbations), "" for none
 
     @property
     def id(self) -> str:
-        return self.name + "".join(f"+{v}" for v in self.variants)
+        return (self.name + "".join(f"+{v}" for v in self.variants)
+                + (f"+{PERTURB}={self.perturbation}" if self.perturbation else ""))
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -120,7 +126,11 @@ class Protocol:
         """Everything that defines the protocol's numbers, for provenance and run keys."""
         spec = {"name": self.name, "kind": self.kind, "version": self.version, "params": self.params,
                 "missing_audio": self.missing_audio}
-        return {**spec, FOUR_CLASS: True} if self.four_class else spec  # binary runs keep their keys
+        if self.four_class:  # set only when used, so that earlier runs keep their keys
+            spec[FOUR_CLASS] = True
+        if self.perturbation:
+            spec["perturbation"] = Perturbation.parse(self.perturbation).describe()
+        return spec
 
     def spec_sha256(self) -> str:
         return sha256_json(self.spec())
@@ -427,15 +437,26 @@ def available() -> dict[str, Protocol]:
 
 
 def get(protocol_id: str) -> Protocol:
-    """A protocol by name, with optional variant suffixes: `demo`, `demo+missing_audio`, `demo+four_class`."""
+    """A protocol by name, with optional variant suffixes: `demo`, `demo+missing_audio`, `demo+four_class`,
+    `demo+perturb=blur@3` (level 0 is the protocol itself)."""
     name, *variants = protocol_id.split("+")
     protocols = available()
     if name not in protocols:
         raise KeyError(f"unknown protocol '{name}'; known: {', '.join(protocols)}")
+    perturbations = [v.partition("=")[2] for v in variants if v.startswith(PERTURB + "=")]
+    variants = [v for v in variants if not v.startswith(PERTURB + "=")]
     for variant in variants:
         if variant not in VARIANTS:
-            raise KeyError(f"unknown protocol variant '+{variant}'; variants: {', '.join('+' + v for v in VARIANTS)}")
+            raise KeyError(f"unknown protocol variant '+{variant}'; variants: "
+                           + ", ".join([*("+" + v for v in VARIANTS), f"+{PERTURB}=KIND@LEVEL"]))
     if len(set(variants)) > 1:
         raise KeyError(f"'{protocol_id}': +{FOUR_CLASS} and +{MISSING_AUDIO} do not combine (with the audio removed "
                        "no detector can tell which modality is fake)")
-    return replace(protocols[name], **{v: True for v in variants})
+    if len(perturbations) > 1:
+        raise KeyError(f"'{protocol_id}': one +{PERTURB}= at a time")
+    try:
+        perturbation = Perturbation.parse(perturbations[0]) if perturbations else None
+    except ValueError as exc:
+        raise KeyError(f"'{protocol_id}': {exc}") from None
+    return replace(protocols[name], **{v: True for v in variants},
+                   perturbation=str(perturbation) if perturbation and perturbation.level else "")

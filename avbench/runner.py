@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 import avbench
-from avbench import metrics, registry
+from avbench import metrics, registry, significance
 from avbench.cache import MediaCache
 from avbench.clips import ClipError, ClipIndex, ClipRef
 from avbench.detector import Detector
@@ -103,6 +103,9 @@ class RunSettings:
     executor: str = "local"
     #: The Ray cluster to join ("auto", "ray://host:10001"); None starts a local one.
     ray_address: str | None = None
+    #: A run folder of the same detector on the protocol this one perturbs (runs/D/P): each seed's
+    #: models fitted there are reused, since a perturbation changes only the test clips.
+    fit_from: Path | None = None
 
 
 @dataclass
@@ -298,14 +301,14 @@ class Runner:
         detector.use_loader(self.loader)
         self.preflight()
         fits = detector.trains and self.s.checkpoint is None
-        wanted: dict[bool, dict[str, ClipRef]] = {False: {}, True: {}}  # by remove_audio, deduplicated
+        wanted: dict[bool, dict[tuple[str, str], ClipRef]] = {False: {}, True: {}}  # by remove_audio, deduplicated
         for fold in self.s.protocol.folds(self.indexes, self.display):
-            sets = [(fold.train, False), (fold.val, False)] if fits else []
-            sets += [(t.selection, self.s.protocol.missing_audio) for t in fold.tests]
-            for selection, remove_audio in sets:
+            for selection in (fold.train, fold.val) if fits else ():
                 if selection is not None:
-                    wanted[remove_audio].update((r.clip_id, r) for r in select(self.indexes[selection.dataset],
-                                                                                selection).refs())
+                    wanted[False].update(((r.clip_id, ""), r) for r in select(self.indexes[selection.dataset],
+                                                                               selection).refs())
+            for test in fold.tests:
+                wanted[self.s.protocol.missing_audio].update(((r.clip_id, r.perturbation), r) for r in self.test_refs(test))
         counts = {"clips": sum(map(len, wanted.values())), "loaded": 0, "failed": {}}
         task = self.progress.add_task(f"preprocess · {self.s.detector}", total=counts["clips"]) if self.progress else None
         with self.media_pool():
@@ -428,7 +431,7 @@ class Runner:
             "index_fingerprints": {name: idx.fingerprint() for name, idx in self.indexes.items()},
             "media": {"tracking": asdict(self.s.tracking)},
             "seed": seed,
-        }
+        } | ({"fit_from": str(self.s.fit_from)} if self.s.fit_from is not None else {})
 
     # -- one seed -----------------------------------------------------------------------------------
     def run_seed(self, plan: "SeedPlan") -> SeedOutcome:
@@ -481,6 +484,10 @@ class Runner:
         model_dir = run_dir / "models" / _safe(fold.name)
         if model_dir.is_dir():  # fitted before this run was interrupted
             return self.ready(type(detector).load(model_dir), training=False), _read_json(model_dir / "fit.json")
+        if self.s.fit_from is not None and (fitted := self.s.fit_from / f"seed{seed}" / "models" / _safe(fold.name)).is_dir():
+            info = {**_read_json(fitted / "fit.json"), "fit": "reused", "fitted_in": str(fitted),
+                    "state_sha256": sha256_file(fitted / "state.npz")}
+            return self.ready(type(detector).load(fitted), training=False), info
         train = self._clip_set(select(self.indexes[fold.train.dataset], fold.train).refs(), detector)
         val = self._clip_set(select(self.indexes[fold.val.dataset], fold.val).refs() if fold.val else [], detector)
         t0 = time.perf_counter()
@@ -524,7 +531,7 @@ class Runner:
 
     def score_test_set(self, scorer: InProcess | RayScorers, fold: Fold, test: TestSet, run_dir: Path,
                        timings: dict) -> pd.DataFrame:
-        refs = list(select(self.indexes[test.selection.dataset], test.selection).refs())
+        refs = self.test_refs(test)
         partial_dir = run_dir / "partial" / _safe(fold.name) / _safe(test.name)
         done = set(_read_chunks(partial_dir)["clip_id"])
         todo = [r for r in refs if r.clip_id not in done]
@@ -546,6 +553,11 @@ class Runner:
         table = _read_chunks(partial_dir)
         order = {r.clip_id: i for i, r in enumerate(refs)}
         return table.sort_values("clip_id", key=lambda c: c.map(order)).reset_index(drop=True)
+
+    def test_refs(self, test: TestSet) -> list[ClipRef]:
+        """The test set's clips, each carrying the protocol's perturbation (test clips only)."""
+        refs = select(self.indexes[test.selection.dataset], test.selection).refs()
+        return [replace(r, perturbation=self.s.protocol.perturbation) for r in refs]
 
     def _chunks(self, clips: ClipSet):
         """The set's results in chunks of `chunk_size`, each clip with the seconds its loading took
@@ -585,6 +597,7 @@ class Runner:
             "scores_are_probabilities": cls.scores_are_probabilities,
             "aggregation": detector.aggregation,
             "class_names": list(detector.class_names),
+            "perturbation": self.s.protocol.spec().get("perturbation"),
             "metrics": rows,
             "problems": run_problems(scores, folds, self.display),
             "coverage": {"total": len(scores), "scored": int(len(scores) - len(failed)), "failed": int(len(failed)),
@@ -663,24 +676,31 @@ def metric_rows(scores: pd.DataFrame, folds: list[Fold], display: dict[str, str]
     """Metric rows of a run: per test set ("all"), per subset, and their AVG where reported; with
     `four_class`, CLASS_METRICS of each whole test set too."""
     rows = []
+    for _, test, key, part in evaluation_parts(scores, folds, display):
+        rows += _rows_for(part, key, probabilities, seed, n_resamples)
+        if four_class and key["subset"] == (test.as_subset or "all"):
+            rows += _class_rows(part, key)
+    if average:
+        rows += _average_rows(rows)
+    return rows
+
+
+def evaluation_parts(scores: pd.DataFrame, folds: list[Fold], display: dict[str, str]):
+    """(fold, test set, row key {train, test_set, subset}, its clips) of every test set and then
+    each of its subsets: a subset is its fakes and all reals, or with subset_reals "own" the clips
+    whose subset value it is. Metric rows and significance tests read the same parts."""
     for fold in folds:
         for test in fold.tests:
             part = scores[(scores["fold"] == fold.name) & (scores["test_set"] == test.name)]
             base = {"train": fold.train_label, "test_set": display.get(test.name, test.name)}
-            whole = {**base, "subset": test.as_subset or "all"}
-            rows += _rows_for(part, whole, probabilities, seed, n_resamples)
-            if four_class:
-                rows += _class_rows(part, whole)
+            yield fold, test, {**base, "subset": test.as_subset or "all"}, part
             if test.subsets and not test.as_subset:
                 reals = part[part["label"] == 0]
                 fakes = part[part["label"] == 1]
                 for value in sorted(v for v in fakes["subset_value"].unique() if v):
                     subset = (part[part["subset_value"] == value] if test.subset_reals == "own"
                               else pd.concat([reals, fakes[fakes["subset_value"] == value]]))
-                    rows += _rows_for(subset, {**base, "subset": value}, probabilities, seed, n_resamples)
-    if average:
-        rows += _average_rows(rows)
-    return rows
+                    yield fold, test, {**base, "subset": value}, subset
 
 
 def run_problems(scores: pd.DataFrame, folds: list[Fold], display: dict[str, str]) -> list[str]:
@@ -716,18 +736,25 @@ def _rows_for(part: pd.DataFrame, base: dict, probabilities: bool, seed: int, n_
     labels, values = ok["label"].to_numpy(), ok["score"].to_numpy(dtype=float)
     counts = {"n_real": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
               "n_failed": int(len(part) - len(ok))}
+    calibration = metrics.CALIBRATION_METRICS if probabilities else ()
     if why := not_computable(part):
-        names = [m for m in metrics.METRICS if probabilities or m != "ACC"]
+        names = [m for m in metrics.METRICS + calibration if probabilities or m != "ACC"]
         return [{**base, "metric": name, "value": None, "ci_low": None, "ci_high": None, **counts,
                  "not_computable": why} for name in names]
     computed = metrics.compute_metrics(labels, values, probabilities=probabilities)
+    if probabilities:
+        computed |= metrics.calibration_metrics(labels, values)
     rows = []
     for name, value in computed.items():
-        low = high = None
-        if n_resamples and counts["n_real"] > 1 and counts["n_fake"] > 1:
-            low, high = metrics.bootstrap_ci(labels, values, name, n_resamples=n_resamples, seed=seed,
-                                             probabilities=probabilities)
-        rows.append({**base, "metric": name, "value": _num(value), "ci_low": _num(low), "ci_high": _num(high), **counts})
+        low = high = method = None
+        if n_resamples and counts["n_real"] > 1 and counts["n_fake"] > 1 and name != "ECE":
+            low, high, method = significance.interval(labels, values, name, n_resamples=n_resamples, seed=seed,
+                                                      probabilities=probabilities)
+        row = {**base, "metric": name, "value": _num(value), "ci_low": _num(low), "ci_high": _num(high),
+               "ci_method": method, **counts}
+        if name == "ECE":
+            row["binning"] = f"{metrics.ECE_BINS} equal-width bins on [0, 1]"
+        rows.append(row)
     localised = ok.get("localisation_auc", pd.Series(dtype=float)).dropna()
     if len(localised):
         rows.append({**base, "metric": metrics.LOCALISATION_METRIC, "value": _num(localised.mean()), "ci_low": None, "ci_high": None,

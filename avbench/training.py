@@ -34,6 +34,7 @@ data (`validate`). The trainer owns the rest, once for every family:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import resource
@@ -43,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -401,6 +402,11 @@ def balanced_draw(groups: Sequence, generator: torch.Generator) -> list[int]:
     counts = Counter(groups)
     weights = torch.tensor([len(groups) / counts[g] for g in groups], dtype=torch.float64)
     return torch.multinomial(weights, len(groups), replacement=True, generator=generator).tolist()
+
+
+def clips_digest(refs: Iterable) -> str:
+    """sha256 of the clip ids in order: what a resumable fit's key holds of its training clips."""
+    return hashlib.sha256(json.dumps([r.clip_id for r in refs]).encode()).hexdigest()
 
 
 def labels_of(refs: Sequence) -> np.ndarray:

@@ -53,4 +53,4 @@ def test_plugin_runs_under_a_protocol(plugin_env, tiny_demo, tmp_path):
     assert record["coverage"]["scored"] == record["coverage"]["total"] > 0
     assert record["folds"][0]["fit"] == "fitted"
     assert (tmp_path / "runs/mouth_blur/demo/seed0/models/main/state.npz").is_file()
-    assert {m["metric"] for m in record["metrics"]} == {"AUC", "AP", "ACC", "EER"}
+    assert {m["metric"] for m in record["metrics"]} == {"AUC", "AP", "ACC", "EER", "ECE", "BRIER"}

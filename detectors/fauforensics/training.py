@@ -15,8 +15,6 @@ memory does not grow with the training set.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -28,7 +26,7 @@ from torch import Tensor
 
 from avbench.clips import ClipError, ClipRef
 from avbench.metrics import four_class_label
-from avbench.training import Selection, Trainer, autocast, chunks, holdout, labels_of
+from avbench.training import Selection, Trainer, autocast, chunks, clips_digest, holdout, labels_of
 
 from .model import FauForensics, FauForensicsConfig, loss
 from .preprocess import CENTRE, CROP, log_mel, face_frames
@@ -239,10 +237,6 @@ def fake_probability(joint: Tensor) -> Tensor:
     return p[:, 1] if joint.shape[-1] == 2 else 1 - p[:, 0]
 
 
-def _clip_ids(refs: Sequence[ClipRef]) -> str:
-    return hashlib.sha256(json.dumps([r.clip_id for r in refs]).encode()).hexdigest()
-
-
 def fit(model: FauForensics, train: "ClipSet", val: "ClipSet", *, seed: int, device: str, epochs: int,
         batch_size: int, lr: float, weight_decay: float, accumulate: int, max_windows: int, eval_batch_size: int,
         directory=None) -> list[dict]:
@@ -271,7 +265,7 @@ def fit(model: FauForensics, train: "ClipSet", val: "ClipSet", *, seed: int, dev
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, poly(steps))
     key = {"kind": "fauforensics", "config": model.cfg.as_dict(), "seed": seed, "epochs": epochs,
            "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "accumulate": accumulate,
-           "train": _clip_ids(task.refs), "val": _clip_ids([r for r, _, _ in val_items])}
+           "train": clips_digest(task.refs), "val": clips_digest(r for r, _, _ in val_items)}
     trainer = Trainer(epochs=epochs, grad_clip=1.0, accumulate=accumulate, schedule_every="step", select=SELECTION)
     return trainer.fit(model, optimiser, scheduler, task, seed=seed, device=dev, directory=directory, key=key,
                        name="FauForensics")

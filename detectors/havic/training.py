@@ -31,8 +31,6 @@ Not reproduced: the release's optional extra augmentations (fbank noise, flips, 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 from collections import Counter
@@ -46,8 +44,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avbench.clips import ClipError, ClipRef
-from avbench.training import (Selection, Trainer, autocast, balanced_draw, chunks, holdout, labels_of,
-                              use_grad_checkpointing)
+from avbench.training import (Selection, Trainer, autocast, balanced_draw, chunks, clips_digest, holdout,
+                              labels_of, use_grad_checkpointing)
 
 from .model import (HAVIC, HAVICConfig, HAVICLogits, HAVICPretrain, PretrainOutput, patchify_audio, patchify_video,
                     segment_mask, tube_mask)
@@ -285,7 +283,7 @@ class WarmupCosine:
 # -- pre-training --------------------------------------------------------------------------------------------
 
 def _clip_ids(store: ClipStore, indices: Sequence[int]) -> str:
-    return hashlib.sha256(json.dumps([store.entries[i].ref.clip_id for i in indices]).encode()).hexdigest()
+    return clips_digest(store.entries[i].ref for i in indices)
 
 
 def pretrain(model: HAVICPretrain, clips: "ClipSet | ClipStore", *, seed: int = 0, device: str = "cpu",

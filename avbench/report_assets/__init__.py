@@ -1,0 +1,1 @@
+"""The report's stylesheet and script, which avbench.report inlines into index.html."""
