@@ -87,6 +87,7 @@ def _rank_main(rank: int, target: Callable[[str], None], devices: list[str], por
                             world_size=len(devices), timeout=TIMEOUT)
     try:
         target(device)
+        dist.barrier()  # a rank that is done waits for the others: gloo can abort when a peer leaves early
     finally:
         dist.destroy_process_group()
 
