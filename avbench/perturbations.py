@@ -35,6 +35,7 @@ import hashlib
 import io
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable
 
 import numpy as np
@@ -159,17 +160,21 @@ def _video_compression(frames, param, fps, rng):
     import av
 
     t, h, w = frames.shape[:3]
-    even = frames[:, : h - h % 2, : w - w % 2]  # yuv420p needs even sides; the odd row or column is restored
+    # yuv420p needs even sides (the odd row or column is restored after)
+    even = np.ascontiguousarray(frames[:, : h - h % 2, : w - w % 2])
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=round(fps))
         stream.width, stream.height, stream.pix_fmt = even.shape[2], even.shape[1], "yuv420p"
-        stream.options = {"crf": str(int(param)), "preset": "medium", "threads": "1"}  # one thread: the same bits every time
-        for frame in even:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        stream.options = {"crf": str(int(param)), "preset": "medium", "x264-params": "threads=1:lookahead-threads=1"}  # one thread: the same bits every run
+        for i, frame in enumerate(even):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts, picture.time_base = i, Fraction(1, round(fps))
+            out.mux(stream.encode(picture))
         out.mux(stream.encode())
     buffer.seek(0)
     with av.open(buffer) as container:
+        container.streams.video[0].codec_context.thread_count = 1
         decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])[:t]
     result = frames.copy()
     result[:, : decoded.shape[1], : decoded.shape[2]] = decoded

@@ -132,6 +132,15 @@ class Protocol:
             spec["perturbation"] = Perturbation.parse(self.perturbation).describe()
         return spec
 
+    @classmethod
+    def from_spec(cls, spec: dict) -> "Protocol":
+        """The protocol a record's `protocol_spec` describes (its description is not part of it)."""
+        perturbation = spec.get("perturbation")
+        return cls(name=spec["name"], kind=spec["kind"], version=spec["version"], description="",
+                   params=dict(spec["params"]), missing_audio=spec.get("missing_audio", False),
+                   four_class=spec.get(FOUR_CLASS, False),
+                   perturbation=str(Perturbation(perturbation["kind"], perturbation["level"])) if perturbation else "")
+
     def spec_sha256(self) -> str:
         return sha256_json(self.spec())
 

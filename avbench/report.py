@@ -36,7 +36,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
-from avbench import leaderboard, metrics, robustness
+from avbench import leaderboard, metrics, robustness, significance
+from avbench.runner import evaluation_parts
 
 GENERATOR = "avbench report"  # marks index.html as ours: only such a folder is replaced
 BAR_METRICS = ("AUC", "AP", "EER")
@@ -235,39 +236,27 @@ def _run_summary(record: dict) -> dict:
 
 
 # -- scores ------------------------------------------------------------------------------------------
-_CLIP_COLUMNS = ["detector", "protocol", "seed", "train", "test_set", "label", "subset_value", "score"]
+_CLIP_COLUMNS = ["detector", "protocol", "seed", "train", "test_set", "subset", "whole", "label", "score"]
 
 
 def _scored_clips(records: list[dict]) -> pd.DataFrame:
-    """The scored clips of the runs whose scores file is beside their record, named as the metric
-    rows name them: the fold by its train label, the test set by its display name (which differs
-    from the dataset name in case only, as the leaderboard assumes)."""
+    """The scored clips behind each metric row of the runs whose scores file is beside their record,
+    selected as the runner selects them (runner.evaluation_parts on the record's protocol), so a
+    curve is drawn on exactly the clips its row was computed on."""
     frames = []
     for rec in records:
         path = Path(rec["_path"]).parent / rec.get("scores_file", "scores.parquet")
         if not path.is_file():
             warnings.warn(f"{path} is missing: the curves leave out that run", stacklevel=2)
             continue
-        scores = pd.read_parquet(path, columns=["fold", "test_set", "label", "subset_value", "score", "status"])
-        scores = scores[scores["status"] == "scored"]
-        trains = {fold["fold"]: fold["train_label"] for fold in rec.get("folds", [])}
-        shown = {entry["test_set"].casefold(): entry["test_set"] for entry in rec["metrics"]}
-        frames.append(scores.assign(detector=rec["detector"], protocol=rec["protocol"], seed=rec["seed"],
-                                    train=scores["fold"].map(trains),
-                                    test_set=[shown.get(name.casefold(), name) for name in scores["test_set"]]))
+        scores = pd.read_parquet(path)
+        folds, display = significance.record_folds(rec)
+        for _, test, key, part in evaluation_parts(scores, folds, display):
+            scored = part[part["status"] == "scored"]
+            frames.append(scored[["label", "score"]].assign(detector=rec["detector"], protocol=rec["protocol"],
+                                                            seed=rec["seed"], whole=key["subset"] == (test.as_subset or "all"),
+                                                            **key))
     return pd.concat(frames, ignore_index=True)[_CLIP_COLUMNS] if frames else pd.DataFrame(columns=_CLIP_COLUMNS)
-
-
-def _subset_clips(part: pd.DataFrame, subset: str) -> pd.DataFrame:
-    """The clips of a test set behind its metric row `subset`, as runner.metric_rows selects them:
-    the whole set for "all" (or a set reported under a subset name); else the subset's fakes with
-    the reals tagged with the same value where the dataset pairs them so, all reals otherwise."""
-    fakes, reals = part[part["label"] == 1], part[part["label"] == 0]
-    chosen = fakes["subset_value"] == subset
-    if subset == "all" or not chosen.any():
-        return part
-    own = reals[reals["subset_value"] == subset]
-    return pd.concat([own if len(own) else reals, fakes[chosen]])
 
 
 def _unperturbed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -294,13 +283,13 @@ def _curves_section(board: pd.DataFrame, clips: pd.DataFrame, plots: _Plots) -> 
     rows = _unperturbed(board[(board["metric"] == "AUC") & (board["subset"] != "AVG")])
     groups = rows[["protocol", "train", "test_set", "subset"]].drop_duplicates()
     for protocol, train, test_set, subset in groups.itertuples(index=False):
-        part = clips[(clips["protocol"] == protocol) & (clips["train"] == train) & (clips["test_set"] == test_set)]
+        part = clips[(clips["protocol"] == protocol) & (clips["train"] == train) & (clips["test_set"] == test_set)
+                     & (clips["subset"] == subset)]
         fig = Figure(figsize=(9, 3.8), layout="constrained")
         roc, pr = fig.subplots(1, 2)
         drawn = 0
         for detector, own in part.groupby("detector", sort=True):
-            chosen = _subset_clips(own, subset)
-            labels, scores = chosen["label"].to_numpy(dtype=int), chosen["score"].to_numpy(dtype=float)
+            labels, scores = own["label"].to_numpy(dtype=int), own["score"].to_numpy(dtype=float)
             if len(set(labels)) < 2:
                 continue
             fpr, tpr, _ = roc_curve(labels, scores)
@@ -400,7 +389,8 @@ def _robustness_section(board: pd.DataFrame, plots: _Plots) -> str:
 def _reliability_section(records: list[dict], clips: pd.DataFrame, plots: _Plots) -> str:
     """Fraction of fakes against mean score per (non-empty) bin, for runs whose scores are probabilities."""
     probabilistic = {(r["detector"], r["protocol"]) for r in records if r.get("scores_are_probabilities")}
-    clips = clips[np.array([key in probabilistic for key in zip(clips["detector"], clips["protocol"])], dtype=bool)]
+    clips = clips[np.array([key in probabilistic for key in zip(clips["detector"], clips["protocol"])], dtype=bool)
+                  & clips["whole"].to_numpy(dtype=bool)]
     figures = []
     for (protocol, train, test_set), part in clips.groupby(["protocol", "train", "test_set"], sort=False):
         fig = Figure(figsize=(4.6, 4.2), layout="constrained")

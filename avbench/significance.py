@@ -255,10 +255,7 @@ def record_folds(record: dict):
     from avbench import registry
     from avbench.protocol import Protocol
 
-    spec = record["provenance"]["protocol_spec"]
-    proto = Protocol(name=spec["name"], kind=spec["kind"], version=spec["version"], description="",
-                     params=dict(spec["params"]), missing_audio=spec.get("missing_audio", False),
-                     four_class=spec.get("four_class", False))
+    proto = Protocol.from_spec(record["provenance"]["protocol_spec"])
     if proto.kind == "cross_manipulation" and not proto.params.get("categories"):
         proto.params["categories"] = [f["fold"] for f in record["folds"]]  # the held-out categories run
     display = {}

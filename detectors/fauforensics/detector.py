@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -209,9 +209,6 @@ class FauForensicsDetector(Detector):
         if self.classes == 2:
             return score
         return ClassScores(score, tuple(float(x) for x in (p[0] if self.aggregation == "first" else p.mean(axis=0))))
-
-    def score_batch(self, clips: Sequence["Clip"]) -> list:
-        return [self.score(clip) for clip in clips]
 
     # -- learned state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
