@@ -445,7 +445,8 @@ def _run_and_report(settings) -> None:
         cov = outcome.record["coverage"]
         note = "already complete, nothing to do" if outcome.status == "skipped" else "done"
         console.print(f"seed {outcome.seed}: {note} · coverage {cov['scored']}/{cov['total']} scored"
-                      + (f", failed: {cov['reasons']}" if cov["failed"] else "") + f" · {outcome.record_path}")
+                      + (f", failed: {cov['reasons']}" if cov["failed"] else "")
+                      + (f", fallbacks: {cov['fallbacks']}" if cov.get("fallbacks") else "") + f" · {outcome.record_path}")
         problems += [f"seed {outcome.seed}: {p}" for p in outcome.record.get("problems", [])]
     _show_leaderboard(settings.runs_dir, ListFormat.table, detector=settings.detector, protocol=settings.protocol.id)
     if problems:

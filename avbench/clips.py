@@ -37,6 +37,13 @@ INDEX_COLUMNS: dict[str, str] = {
 }
 
 SPLITS = ("train", "val", "test")
+#: `meta["audio"]` of a clip whose dataset ships no audio track (FaceForensics++, Celeb-DF): the loader
+#: does not look for one, hands the clip over as a clip without audio (None, or silence where the
+#: detector needs a track) and declares NO_AUDIO_TRACK among the clip's fallbacks, which runs count.
+AUDIO_ABSENT = "absent"
+NO_AUDIO_TRACK = "no_audio_track"
+#: The fallback of a clip without a face whose detector takes centre crops instead (InputSpec.no_face).
+NO_FACE_CENTRE_CROP = "no_face_centre_crop"
 
 
 class ClipError(Exception):
@@ -73,6 +80,11 @@ class ClipRef:
     perturbation: str = ""
     meta: dict = field(default_factory=dict, hash=False, compare=False)
 
+    @property
+    def audio_absent(self) -> bool:
+        """The dataset has no audio for this clip (AUDIO_ABSENT): not a failure, a declared input."""
+        return self.meta.get("audio") == AUDIO_ABSENT
+
 
 @dataclass
 class Clip:
@@ -81,7 +93,11 @@ class Clip:
     frames: (T, H, W, 3) uint8 RGB at `fps`; audio: (N,) float32 mono at `sample_rate`;
     faces / mouths: (T, S, S, 3) uint8 crops aligned with frames; landmarks: (T, 68, 2) float32
     in frame pixels; boxes: (T, 4) float32 as x0, y0, x1, y1.
-    `audio_removed` is set by missing-audio protocols (audio is then None or silence).
+    `audio_removed`: the clip has no audio (then None, or silence where the detector needs a track):
+    a missing-audio protocol removed it, or its dataset has none (NO_AUDIO_TRACK in `fallbacks`).
+    `fallbacks`: declared departures from the inputs a detector normally reads (a dataset without
+    audio, a frame repeated to fill a short clip, a centre crop where no face was found), added by
+    the loader and by the detector while it scores; runs count them per reason beside coverage.
     """
 
     ref: ClipRef
@@ -94,6 +110,7 @@ class Clip:
     landmarks: np.ndarray | None = None
     boxes: np.ndarray | None = None
     audio_removed: bool = False
+    fallbacks: list[str] = field(default_factory=list)
 
     @property
     def clip_id(self) -> str:

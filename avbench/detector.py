@@ -41,6 +41,9 @@ class InputSpec:
     max_seconds: decode at most this much from the start of the clip (None: all of it).
     audio_optional: the detector accepts `clip.audio is None`; otherwise a missing-audio
     protocol hands it a silent track of the clip's length, as HAVIC's paper does for baselines.
+    no_face: what a clip in which no face is found becomes: "fail" (ClipError no_face, counted as
+    failed) or "centre_crop" (face_size crops of each frame's centre square, declared as the
+    clip's fallback NO_FACE_CENTRE_CROP), for a detector whose method crops faces only where it can.
     """
 
     fps: float | None = 25.0
@@ -52,6 +55,7 @@ class InputSpec:
     frames: bool = True
     max_seconds: float | None = None
     audio_optional: bool = False
+    no_face: str = "fail"
 
     @property
     def video(self) -> bool:
@@ -62,6 +66,9 @@ class InputSpec:
         return self.face_size is not None or self.mouth_size is not None
 
     def __post_init__(self):
+        if self.no_face not in ("fail", "centre_crop") or self.no_face == "centre_crop" and (
+                self.face_size is None or self.mouth_size is not None):
+            raise ValueError(f"no_face is 'fail', or 'centre_crop' for face crops without mouth crops ({self})")
         if not self.frames and not self.needs_faces:
             raise ValueError(f"frames=False leaves nothing to decode from the video: set face_size or mouth_size ({self})")
 

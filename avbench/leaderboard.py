@@ -16,8 +16,10 @@ Two kinds of published subset are not subsets: a table-column note ("column A; f
 both modalities where known") describes the whole test set as the paper built it, and matches "all";
 a training regime (REGIMES: "next-token prediction", ...) qualifies the method, so such a row is
 the method "NAME [regime]" on the whole test set, a name only a detector of that regime claims.
-A task is not a subset either: "binary" (with or without a note on the split) is the whole test set,
-and "four-class" is the whole test set of a protocol's +four_class variant, whose published ACC and
+A split note ("70/30 random", SPLIT_NOTES) says how the split was made: such a row is the whole
+test set of a protocol with that split; a mean note ("mean over 11 forgery subsets") is our AVG.
+A task is not a subset either: "binary" (with or without a note on the split) is the whole test
+set, and "four-class" is the whole test set of a protocol's +four_class variant, whose published ACC and
 AUC are our CLASS_ACC and CLASS_AUC (the class accuracy and the macro one-vs-rest AUC the papers'
 code computes). A method named "..., audio removed" matches +missing_audio cells only, and a
 variant's cells match only published rows of that variant.
@@ -135,6 +137,11 @@ REGIMES = ("supervised", "next-token prediction", "audio-video synchronisation")
 BINARY_TASK = re.compile(r"binary(, (identity-independent|official) split)?")
 FOUR_CLASS_TASK = "four-class"
 AUDIO_REMOVED = ", audio removed"
+#: Published "subsets" that say how the split was made: the whole test set of a protocol whose
+#: `split` parameter is the value (CAD's Table 1 "70/30 random" is fakeavceleb_intra_file_random).
+SPLIT_NOTES = {"70/30 random": "file_random"}
+#: Published "subsets" that are a mean over the table's subsets: our AVG.
+MEAN_NOTES = ("mean over 11 forgery subsets",)
 #: A four-class row's published metrics, as our cells name them.
 FOUR_CLASS_METRICS = {"ACC": "CLASS_ACC", "AUC": "CLASS_AUC"}
 
@@ -149,33 +156,36 @@ def published_cell(method: str, subset: str, metric: str) -> tuple[str, str, str
     if method.endswith(AUDIO_REMOVED):
         variants.append(MISSING_AUDIO)
         method = method[: -len(AUDIO_REMOVED)]
-    if not subset or re.match(r"column [A-Z];", subset) or BINARY_TASK.fullmatch(subset):
+    if not subset or re.match(r"column [A-Z];", subset) or BINARY_TASK.fullmatch(subset) or subset in SPLIT_NOTES:
         subset = "all"
+    elif subset in MEAN_NOTES:
+        subset = "AVG"
     elif subset in REGIMES:
         method, subset = f"{method} [{subset}]", "all"
     return method, subset, metric, "+".join(v for v in VARIANTS if v in variants)
 
 
 def _published_lookup(published: pd.DataFrame) -> dict[tuple, list[tuple[int, str, float]]]:
-    """(method, train, test, subset, metric, variants) -> [(file position, source, value in percent)]."""
+    """(method, train, test, subset, metric, variants, split) -> [(file position, source, value in
+    percent)]; split is the SPLIT_NOTES value a row requires, "" for any."""
     lookup: dict[tuple, list[tuple[int, str, float]]] = {}
     for position, row in enumerate(published.itertuples(index=False)):
         method, subset, metric, variants = published_cell(row.method, row.subset, row.metric)
         if metric in METRICS:
-            key = _match_key(method, subset, row.train, row.test, metric, variants)
+            key = _match_key(method, subset, row.train, row.test, metric, variants, SPLIT_NOTES.get(row.subset, ""))
             lookup.setdefault(key, []).append((position, f"{row.source} {row.table}", float(row.value)))
     return lookup
 
 
-def _match_key(method, subset, train, test, metric, variants) -> tuple:
-    return method.casefold(), train.casefold(), test.casefold(), subset.casefold(), metric, variants
+def _match_key(method, subset, train, test, metric, variants, split="") -> tuple:
+    return method.casefold(), train.casefold(), test.casefold(), subset.casefold(), metric, variants, split
 
 
-def _published_for(cell: dict, names: set[str], lookup: dict) -> tuple[float, str]:
+def _published_for(cell: dict, names: set[str], lookup: dict, split: str = "") -> tuple[float, str]:
     variants = cell["protocol"].partition("+")[2]
-    matches = sorted(m for name in names
+    matches = sorted(m for name in names for required in {"", split}
                      for m in lookup.get(_match_key(name, cell["subset"], cell["train"], cell["test_set"],
-                                                    cell["metric"], variants), []))
+                                                    cell["metric"], variants, required), []))
     if not matches:
         return math.nan, ""
     first = matches[0][2]
@@ -207,10 +217,14 @@ def build_leaderboard(records: list[dict], published: pd.DataFrame | None = None
              .reset_index())
     cells["coverage"] = cells["scored"] / cells["total"].where(cells["total"] > 0)
     names: dict[str, set[str]] = {}
+    splits: dict[str, str] = {}  # protocol id -> its split parameter, for published SPLIT_NOTES
     for rec in records:
         names.setdefault(rec["detector"], set()).update(rec["published_as"])
+        spec = (rec.get("provenance") or {}).get("protocol_spec") or {}
+        splits[rec["protocol"]] = str((spec.get("params") or {}).get("split", ""))
     lookup = _published_lookup(published) if published is not None else {}
-    matched = [_published_for(cell, names[cell["detector"]], lookup) for cell in cells.to_dict("records")]
+    matched = [_published_for(cell, names[cell["detector"]], lookup, splits.get(cell["protocol"], ""))
+               for cell in cells.to_dict("records")]
     cells["published"] = [value for value, _ in matched]
     cells["published_source"] = [source for _, source in matched]
     return cells.sort_values(list(KEY), key=_sort_key, ignore_index=True)[list(COLUMNS)]
@@ -219,7 +233,7 @@ def build_leaderboard(records: list[dict], published: pd.DataFrame | None = None
 def _sort_key(column: pd.Series) -> pd.Series:
     """Subsets as a paper prints them ("all", the named ones, "AVG"); metrics in METRICS order."""
     if column.name == "subset":
-        return column.map(lambda s: f"{0 if s == 'all' else 2 if s == 'AVG' else 1}{s}")
+        return column.map(lambda s: f"{0 if s == 'all' else 2 if s.startswith('AVG') else 1}{s}")
     if column.name == "metric":
         return column.map(lambda m: f"{METRICS.index(m) if m in METRICS else len(METRICS)}{m}")
     return column

@@ -18,12 +18,16 @@ import numpy as np
 
 from avbench import faces, media
 from avbench.cache import MediaCache
-from avbench.clips import Clip, ClipError, ClipRef
+from avbench.clips import NO_AUDIO_TRACK, NO_FACE_CENTRE_CROP, Clip, ClipError, ClipRef
 from avbench.detector import InputSpec
 from avbench.perturbations import Perturbation
 
 if TYPE_CHECKING:
     from avbench.workers import MediaPool
+
+
+#: The decoded arrays' marker of face crops that are centre crops (InputSpec.no_face = "centre_crop").
+CENTRE_CROPPED = "centre_cropped"
 
 
 class MediaLoader:
@@ -34,13 +38,19 @@ class MediaLoader:
         self.tracking = tracking
 
     def load(self, ref: ClipRef, spec: InputSpec, remove_audio: bool = False) -> Clip:
-        """The clip's inputs for `spec`. remove_audio (missing-audio protocols): the audio is not
-        decoded; the clip gets None if the spec accepts that, else silence as long as the video."""
+        """The clip's inputs for `spec`. remove_audio (missing-audio protocols), or a clip whose
+        dataset has no audio (`ref.audio_absent`, declared as the fallback NO_AUDIO_TRACK): the audio
+        is not decoded; the clip gets None if the spec accepts that, else silence as long as the video."""
         if spec.needs_faces and not spec.video:
             raise ValueError(f"face or mouth crops need video: the spec has fps=None ({spec})")
-        arrays = self._decoded(ref, spec, needs_audio=spec.audio and not remove_audio)
-        clip = Clip(ref=ref, fps=spec.fps, **arrays)
-        if remove_audio:
+        absent = spec.audio and ref.audio_absent
+        arrays = self._decoded(ref, spec, needs_audio=spec.audio and not (remove_audio or absent))
+        clip = Clip(ref=ref, fps=spec.fps, **{k: v for k, v in arrays.items() if k != CENTRE_CROPPED})
+        if CENTRE_CROPPED in arrays:
+            clip.fallbacks.append(NO_FACE_CENTRE_CROP)
+        if absent:
+            clip.fallbacks.append(NO_AUDIO_TRACK)
+        if remove_audio or absent:
             clip.audio_removed = True
             if spec.audio and not spec.audio_optional:
                 clip.audio = np.zeros(round(self._video_seconds(clip, spec) * clip.sample_rate), np.float32)
@@ -53,7 +63,7 @@ class MediaLoader:
         under this key: it changes whenever the media files or the decoding settings change."""
         if self.cache is None:
             return None
-        needs_audio = spec.audio and not remove_audio
+        needs_audio = spec.audio and not (remove_audio or ref.audio_absent)
         audio_file = ref.audio_path if needs_audio else None
         params = {
             "fps": spec.fps, "frame_size": spec.frame_size, "face_size": spec.face_size,
@@ -65,6 +75,8 @@ class MediaLoader:
             params["frame_crop"] = True
         if not spec.frames:
             params["frames"] = False
+        if spec.no_face != "fail":
+            params["no_face"] = spec.no_face
         if ref.perturbation:
             params["perturbation"] = ref.perturbation
         return self.cache.key(ref.path, audio_file, params)
@@ -123,6 +135,10 @@ class MediaLoader:
             try:
                 boxes, landmarks = faces.track_faces(original, self.tracking)
             except ClipError as exc:
+                if exc.reason == "no_face" and spec.no_face == "centre_crop":
+                    arrays["faces"] = media.resize_frames(frames, spec.face_size, crop=True)
+                    arrays[CENTRE_CROPPED] = np.array(True)
+                    return arrays
                 raise ClipError(exc.reason, f"{ref.path}: {exc.message}") from exc
             if spec.face_size is not None:
                 arrays["faces"] = faces.crop_faces(frames, landmarks, spec.face_size)
@@ -183,7 +199,9 @@ class ClipSet:
         loaded = self._load([ref for ref, need in zip(self.refs, needed) if need])
         for ref, need in zip(self.refs, needed):
             if not need:
-                yield ref, Clip(ref=ref, fps=self.spec.fps, audio_removed=self.remove_audio)
+                absent = self.spec.audio and ref.audio_absent
+                yield ref, Clip(ref=ref, fps=self.spec.fps, audio_removed=self.remove_audio or absent,
+                                fallbacks=[NO_AUDIO_TRACK] if absent else [])
                 continue
             _, result = next(loaded)
             if isinstance(result, ClipError):

@@ -6,10 +6,17 @@ shows the latest source frame whose timestamp is <= k / fps (counted from the fi
 decord decodes first (the field's usual loader, and fast); PyAV takes over where decord is missing or
 fails; both go through the same sampling rule and RGB conversion, so they return identical arrays.
 
+A `.npy` video path is a frame array, as IDForge ships its shots (`frames_ndarray.npy`): frames
+(T, H, W, 3) uint8 RGB, returned as stored. Their timing is unknown (IDForge's 16 frames are four
+spaced groups of four), so `fps` and `max_seconds` do not resample or cut them: cutting by
+frames / fps would drop whole groups; `probe` gives its shape, no fps or duration. Such a clip's audio
+comes from its separate audio file; the array itself has no audio stream.
+
 Every failure raises `ClipError` with one of these reasons, and a message naming the file:
-missing_file, empty_file, corrupt_media (not media, unreadable or truncated before anything decodes),
-no_video_stream, no_audio_stream, no_frames (a stream that decodes nothing). A truncated file whose
-beginning decodes is not an error: the decodable prefix is returned.
+missing_file, empty_file, corrupt_media (not media, unreadable or truncated before anything decodes;
+a frame array that does not load or is not (T >= 1, H, W, 3) uint8), no_video_stream, no_audio_stream,
+no_frames (a stream that decodes nothing). A truncated file whose beginning decodes is not an error:
+the decodable prefix is returned.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ SAMPLE_RATE = 16000
 #: can miss each other.
 TIME_TOLERANCE = 1e-5
 BACKENDS = ("auto", "decord", "pyav")
+#: Suffix of a video stored as a numpy frame array (see the module docstring).
+FRAME_ARRAY_SUFFIX = ".npy"
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,33 @@ def _open(path: Path | str):
         raise ClipError("corrupt_media", f"{path}: not readable as media ({exc})") from exc
 
 
+def is_frame_array(path: Path | str) -> bool:
+    return Path(path).suffix.lower() == FRAME_ARRAY_SUFFIX
+
+
+def read_frame_array(path: Path | str) -> np.ndarray:
+    """The frames (T, H, W, 3) uint8 RGB of a .npy frame array, as stored; loaded without pickle
+    (a data file must not run code)."""
+    path = require_file(path)
+    try:
+        frames = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ClipError("corrupt_media", f"{path}: not readable as a numpy frame array ({exc})") from exc
+    if not isinstance(frames, np.ndarray):  # an .npz archive under an .npy name
+        frames.close()
+        raise ClipError("corrupt_media", f"{path}: an .npz archive, not one numpy frame array")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
+        raise ClipError("corrupt_media", f"{path}: holds a {frames.dtype} array of shape {frames.shape}; "
+                                         "expected RGB frames (T, H, W, 3) uint8 with T >= 1")
+    return frames
+
+
 def probe(path: Path | str) -> MediaInfo:
     """Stream metadata of a media file, as the container reports it (None where it does not say)."""
+    if is_frame_array(path):
+        frames = read_frame_array(path)
+        return MediaInfo(has_video=True, has_audio=False, fps=None, n_frames=len(frames), duration=None,
+                         width=frames.shape[2], height=frames.shape[1])
     with _open(path) as container:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
@@ -98,13 +132,16 @@ def decode_video(
 
     T = floor(duration x fps), duration running from the first frame's timestamp to the end of the
     last frame (capped at `max_seconds`), and at least 1. backend: "auto" (decord, then PyAV),
-    "decord" or "pyav".
+    "decord" or "pyav". A .npy frame array gives all its frames whatever fps and max_seconds.
     """
     if not fps or fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     path = Path(path)
+    if is_frame_array(path):
+        frames = read_frame_array(path)
+        return frames if size is None else resize_frames(frames, size)
     with _open(path) as container:
         if not container.streams.video:
             raise ClipError("no_video_stream", f"{path}: has no video stream")
@@ -215,6 +252,10 @@ def decode_audio(path: Path | str, sample_rate: int = SAMPLE_RATE,
     the encoder padding of the last AAC frame in an mp4, so the track matches the video's length.
     """
     path = Path(path)
+    if is_frame_array(path):
+        require_file(path)
+        raise ClipError("no_audio_stream", f"{path}: a frame array has no audio stream "
+                                           "(its audio is a separate file)")
     chunks: list[np.ndarray] = []
     n = 0
     with _open(path) as container:

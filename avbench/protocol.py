@@ -26,7 +26,8 @@ levels 1-5; level 0 is NAME itself); it combines with either variant.
 
 A test set may be divided into subsets by an index column (usually `category`). Every subset is
 scored against all real clips of the test set (its fakes + all reals), the usual convention of
-per-category tables; `AVG` is the unweighted mean over subsets.
+per-category tables; `AVG` is the unweighted mean over subsets, and `averages` names means over
+some of them (a table's average column that leaves a category out).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ VARIANTS = (FOUR_CLASS, MISSING_AUDIO)
 PERTURB = "perturb"
 #: Parameters any protocol may set or override, with their defaults where they are read.
 OPTIONAL_PARAMS = {"split", "split_ratios", "split_seed", "folds", "per_identity_class", "val_split", "test_split",
-                   "subsets", "subset_reals",
+                   "subsets", "subset_reals", "averages",
                    "fakes", "train_label"}
 
 
@@ -204,7 +205,7 @@ class Protocol:
         {dataset, split, subsets, subset_reals, fakes, sample_per_label, stratify_by, sample_seed}."""
         p = self.params
         spec = {"dataset": spec} if isinstance(spec, str) else dict(spec)
-        unknown = set(spec) - {"dataset", "split", "subsets", "subset_reals", "fakes", "sample_per_label",
+        unknown = set(spec) - {"dataset", "split", "subsets", "subset_reals", "averages", "fakes", "sample_per_label",
                                "stratify_by", "sample_seed"}
         if unknown:
             raise ValueError(f"protocol '{self.name}': unknown test-set keys {sorted(unknown)}")
@@ -224,6 +225,15 @@ class Protocol:
     def reports_average(self) -> bool:
         return (self.kind == "cross_manipulation" or bool(self.params.get("subsets"))
                 or self.params.get("split") == IDENTITY_FOLDS)
+
+    @property
+    def named_averages(self) -> dict[str, tuple[str, ...]]:
+        """Averages over some of the subsets, beside AVG over all of them (`averages = {NAME = [subset,
+        ...]}`), for tables whose average column leaves some out (CAD's AVG-FV skips RVFA)."""
+        named = self.params.get("averages", {})
+        if problem := _param_problem("averages", named):
+            raise ValueError(f"protocol '{self.name}': averages {problem}, got {named!r}")
+        return {name: tuple(subsets) for name, subsets in named.items()}
 
     # -- splits ---------------------------------------------------------------------------------
     def assign_splits(self, index: ClipIndex) -> ClipIndex:
@@ -280,6 +290,10 @@ def _param_problem(key: str, value) -> str:
     if key == "categories":
         return "" if isinstance(value, list) and all(isinstance(v, str) for v in value) else \
             'takes a JSON list of category names, e.g. ["RVFA"]'
+    if key == "averages":
+        ok = isinstance(value, dict) and all(isinstance(v, list) and v and all(isinstance(x, str) for x in v)
+                                             for v in value.values())
+        return "" if ok else 'takes a table of named subset lists, e.g. {"AVG-FV": ["FVRA-WL", "FVFA-WL"]}'
     return ""
 
 
@@ -425,7 +439,7 @@ def _parse(name: str, text: str) -> Protocol:
         raise ValueError(f"protocol file {name}.toml lacks {missing}")
     if data["kind"] not in KINDS:
         raise ValueError(f"protocol file {name}.toml: unknown kind '{data['kind']}'; kinds: {', '.join(KINDS)}")
-    return Protocol(
+    protocol = Protocol(
         name=name,
         kind=data["kind"],
         version=int(data["version"]),
@@ -433,6 +447,8 @@ def _parse(name: str, text: str) -> Protocol:
         params=data.get("params", {}),
         seeds=tuple(data.get("seeds", (0, 1, 2))),
     )
+    protocol.named_averages  # a malformed table fails when the file is read, not after a run
+    return protocol
 
 
 def available() -> dict[str, Protocol]:

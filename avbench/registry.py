@@ -90,6 +90,8 @@ detectors = Registry(
         "havic_tiny": "avbench.detectors.havic:HAVICTinyDetector",
         "fauforensics": "avbench.detectors.fauforensics.detector:FauForensicsDetector",
         "fauforensics_tiny": "avbench.detectors.fauforensics.detector:FauForensicsTinyDetector",
+        "cad": "avbench.detectors.cad.detector:CADDetector",
+        "cad_tiny": "avbench.detectors.cad.detector:CADTinyDetector",
         # detectors on self-supervised features (avbench.detectors.ssl.zoo.VARIANTS), each with a `_tiny` twin
         **{name + tiny: f"avbench.detectors.ssl.zoo:{name + tiny}" for tiny in ("", "_tiny") for name in (
             "probe_avhubert_a", "probe_avhubert_v", "probe_avhubert_av", "probe_wav2vec2", "probe_whisper", "probe_clip",
@@ -110,5 +112,11 @@ datasets = Registry(
         "kodf": "avbench.datasets.kodf:KoDFDataset",
         "avlips": "avbench.datasets.avlips:AVLipsDataset",
         "hifi_avdf": "avbench.datasets.hifi_avdf:HiFiAVDFDataset",
+        "idforge": "avbench.datasets.idforge:IDForgeDataset",
+        "idforge_v1": "avbench.datasets.idforge:IDForgeV1Dataset",
+        "ffpp": "avbench.datasets.ffpp:FFPPDataset",
+        "ffpp_c40": "avbench.datasets.ffpp:FFPPc40Dataset",
+        "ffpp_raw": "avbench.datasets.ffpp:FFPPRawDataset",
+        "celebdf": "avbench.datasets.celebdf:CelebDFDataset",
     },
 )

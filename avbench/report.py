@@ -412,17 +412,18 @@ def _reliability_section(records: list[dict], clips: pd.DataFrame, plots: _Plots
 # -- coverage ----------------------------------------------------------------------------------------
 def _coverage_section(records: list[dict]) -> str:
     headers = [("detector", False), ("protocol", False), ("seed", True), ("clips", True), ("scored", True),
-               ("failed", True), ("coverage %", True), ("failure reasons", False), ("problems", False)]
+               ("failed", True), ("coverage %", True), ("failure reasons", False), ("fallbacks", False), ("problems", False)]
     rows = []
     for rec in records:
         cov = rec["coverage"]
         failed = cov.get("failed", cov["total"] - cov["scored"])
         share = cov["scored"] / cov["total"] if cov["total"] else math.nan
         reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(cov.get("reasons", {}).items()))
+        fallbacks = ", ".join(f"{name}: {n}" for name, n in cov.get("fallbacks", {}).items())
         rows.append(f"<tr><td>{_esc(rec['detector'])}</td><td>{_esc(rec['protocol'])}</td>"
                     + _number(rec["seed"], str(rec["seed"])) + _number(cov["total"], str(cov["total"]))
                     + _number(cov["scored"], str(cov["scored"]))
                     + _number(failed, str(failed))
-                    + _number(share, _percent(share)) + f"<td>{_esc(reasons)}</td>"
+                    + _number(share, _percent(share)) + f"<td>{_esc(reasons)}</td><td>{_esc(fallbacks)}</td>"
                     + f"<td>{_esc('; '.join(rec.get('problems', [])))}</td></tr>\n")
     return _table(headers, rows, "coverage-table")

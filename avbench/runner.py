@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 import weakref
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from datetime import datetime, timezone
@@ -584,7 +585,8 @@ class Runner:
         cls = type(detector)
         rows = metric_rows(scores, folds, self.display, self.s.protocol.reports_average,
                            probabilities=cls.scores_are_probabilities, seed=seed,
-                           n_resamples=self.s.bootstrap_resamples, four_class=self.s.protocol.four_class)
+                           n_resamples=self.s.bootstrap_resamples, four_class=self.s.protocol.four_class,
+                           named_averages=self.s.protocol.named_averages)
         failed = scores[scores["status"] != "scored"]
         return {
             "schema": RECORD_SCHEMA,
@@ -601,7 +603,8 @@ class Runner:
             "metrics": rows,
             "problems": run_problems(scores, folds, self.display),
             "coverage": {"total": len(scores), "scored": int(len(scores) - len(failed)), "failed": int(len(failed)),
-                         "reasons": {k: int(v) for k, v in failed["reason"].value_counts().items()}},
+                         "reasons": {k: int(v) for k, v in failed["reason"].value_counts().items()},
+                         "fallbacks": fallback_counts(scores)},
             "folds": fold_info,
             "timings": timings,
             "scores_file": "scores.parquet",
@@ -672,16 +675,21 @@ class FailFast:
 
 
 def metric_rows(scores: pd.DataFrame, folds: list[Fold], display: dict[str, str], average: bool, *,
-                probabilities: bool, seed: int, n_resamples: int, four_class: bool = False) -> list[dict]:
-    """Metric rows of a run: per test set ("all"), per subset, and their AVG where reported; with
-    `four_class`, CLASS_METRICS of each whole test set too."""
+                probabilities: bool, seed: int, n_resamples: int, four_class: bool = False,
+                named_averages: dict[str, tuple[str, ...]] | None = None) -> list[dict]:
+    """Metric rows of a run: per test set ("all"), per subset, and their AVG where reported, then
+    each of `named_averages` (a name -> the subsets it averages); with `four_class`, CLASS_METRICS
+    of each whole test set too."""
     rows = []
     for _, test, key, part in evaluation_parts(scores, folds, display):
         rows += _rows_for(part, key, probabilities, seed, n_resamples)
         if four_class and key["subset"] == (test.as_subset or "all"):
             rows += _class_rows(part, key)
+    subset_rows = rows
     if average:
-        rows += _average_rows(rows)
+        rows = rows + _average_rows(subset_rows)
+    for name, subsets in (named_averages or {}).items():
+        rows = rows + _average_rows(subset_rows, name, subsets)
     return rows
 
 
@@ -783,16 +791,23 @@ def _class_rows(part: pd.DataFrame, base: dict) -> list[dict]:
     return rows
 
 
-def _average_rows(rows: list[dict]) -> list[dict]:
+def _average_rows(rows: list[dict], name: str = "AVG", only: tuple[str, ...] = ()) -> list[dict]:
+    """Per train, test set and metric, the unweighted mean of the subsets' values (`only` those
+    subsets, each of which must be there), reported under the subset `name`."""
     table = pd.DataFrame(rows)
     subsets = table[table["subset"] != "all"]
+    if only:
+        subsets = subsets[subsets["subset"].isin(only)]
     out = []
     for (train, test_set, metric), group in subsets.groupby(["train", "test_set", "metric"], sort=False):
         values = group["value"].astype(float)
-        row = {"train": train, "test_set": test_set, "subset": "AVG", "metric": metric,
-               "value": _num(values.mean()) if values.notna().all() else None,
+        absent = sorted(set(only) - set(group["subset"]))
+        row = {"train": train, "test_set": test_set, "subset": name, "metric": metric,
+               "value": _num(values.mean()) if values.notna().all() and not absent else None,
                "ci_low": None, "ci_high": None, "n_subsets": int(len(group))}
-        if values.isna().any():
+        if absent:
+            row["not_computable"] = f"no {metric} of subsets {', '.join(absent)}, which {name} averages"
+        elif values.isna().any():
             row["not_computable"] = f"{int(values.isna().sum())} of {len(group)} subsets have no {metric}"
         out.append(row)
     return out
@@ -833,6 +848,14 @@ def describe_empty(index: ClipIndex, selection: Selection, protocol: Protocol) -
 
 def _num(v):
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+
+
+def fallback_counts(scores: pd.DataFrame) -> dict[str, int]:
+    """Scored clips per declared fallback (Clip.fallbacks; a clip may declare several). Scores
+    written before fallbacks were recorded have no such column and count none."""
+    scored = scores.loc[scores["status"] == "scored", "fallbacks"] if "fallbacks" in scores else pd.Series(dtype=str)
+    counts: Counter = Counter(name for joined in scored.dropna() for name in joined.split(",") if name)
+    return dict(sorted(counts.items()))
 
 
 def _reasons(failures: dict[str, ClipError]) -> dict[str, int]:

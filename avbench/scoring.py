@@ -41,7 +41,7 @@ log = logging.getLogger("avbench.scoring")
 
 SCORE_COLUMNS = ["fold", "test_set", "clip_id", "file", "label", "category", "method", "subset_value",
                  "score", "status", "reason", "message", "seconds", "localisation_auc", "true_class",
-                 "class_probabilities"]
+                 "class_probabilities", "fallbacks"]
 
 Chunk = list[tuple[ClipRef, Clip | ClipError, float]]
 
@@ -73,9 +73,10 @@ def table(fold: Fold, test: TestSet, chunk: Chunk, results: dict, localisation: 
           classes: int = 0) -> pd.DataFrame:
     """The rows of `chunk` from each clip's (score, status, reason, message, class probabilities); a
     scored clip's `seconds` are its loading and its share of the chunk's scoring (`per_clip`). With
-    `classes`, each row carries its true class (metrics.four_class_label; NaN when unknown)."""
+    `classes`, each row carries its true class (metrics.four_class_label; NaN when unknown).
+    `fallbacks` joins the clip's declared fallbacks (Clip.fallbacks) with commas, "" for none."""
     rows = []
-    for ref, _, load_s in chunk:
+    for ref, clip, load_s in chunk:
         score, status, reason, message, probabilities = results[ref.clip_id]
         true_class = metrics.four_class_label(ref.label, ref.video_label, ref.audio_label) if classes else None
         rows.append({"fold": fold.name, "test_set": test.name, "clip_id": ref.clip_id,
@@ -86,7 +87,8 @@ def table(fold: Fold, test: TestSet, chunk: Chunk, results: dict, localisation: 
                      "seconds": load_s + (per_clip if status == "scored" else 0.0),
                      "localisation_auc": localisation.get(ref.clip_id, np.nan),
                      "true_class": np.nan if true_class is None else float(true_class),
-                     "class_probabilities": probabilities})
+                     "class_probabilities": probabilities,
+                     "fallbacks": ",".join(clip.fallbacks) if isinstance(clip, Clip) else ""})
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 

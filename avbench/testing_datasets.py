@@ -1,7 +1,8 @@
 """Small copies of every supported dataset, in their authors' layouts, for end-to-end tests.
 
 Each builder writes the metadata a real copy has and one real mp4's bytes at every listed path
-(the same clip everywhere: these corpora test layouts and protocols, not detection). The per-adapter
+(the same clip everywhere: these corpora test layouts and protocols, not detection); IDForge's shots,
+frame arrays and mp3s, get one shot's bytes everywhere (`shot_bytes`). The per-adapter
 tests (tests/test_adapter_*.py) cover each layout's quirks; these builders cover the common case,
 with enough identities and categories for every protocol's splits and folds.
 """
@@ -9,8 +10,11 @@ with enough identities and categories for every protocol's splits and folds.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
+
+import numpy as np
 
 from avbench.encode import write_media
 from avbench.testing import talking_face
@@ -26,6 +30,8 @@ FAKEAVCELEB_ROWS = [  # (type folder, letter, method, file suffix)
 ]
 HIFI_GENERATORS = ("sora2", "veo3.1", "kling2.5", "wan2.5", "pixverse_v5", "seedance1.0")
 KODF_METHODS = ("dfl", "fsgan", "fo")
+IDFORGE_TYPES = ("pristine", "face_tts", "lip_audiomismatch_textmismatch", "rvc_textmismatch", "tts_textgen")
+FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
 
 
 def clip_bytes(seconds: float = 0.4, size: int = 96) -> bytes:
@@ -35,6 +41,24 @@ def clip_bytes(seconds: float = 0.4, size: int = 96) -> bytes:
     face = talking_face(seconds=seconds, size=size)
     with tempfile.TemporaryDirectory() as tmp:
         return write_media(Path(tmp) / "clip.mp4", face.frames, face.fps, face.audio, face.sample_rate).read_bytes()
+
+
+def shot_bytes(size: int = 96) -> tuple[bytes, bytes]:
+    """One IDForge shot's files as bytes: 16 frames of a talking face as a .npy array, and its voice as mp3."""
+    import av
+
+    face = talking_face(seconds=16 / 25, size=size)
+    frames = io.BytesIO()
+    np.save(frames, face.frames)
+    audio = io.BytesIO()
+    with av.open(audio, "w", format="mp3") as container:  # write_media has no mp3 encoder: IDForge ships mp3
+        stream = container.add_stream("libmp3lame", rate=face.sample_rate)
+        stream.layout = "mono"
+        chunk = av.AudioFrame.from_ndarray(face.audio[None, :], format="flt", layout="mono")
+        chunk.sample_rate, chunk.pts = face.sample_rate, 0
+        container.mux(stream.encode(chunk))
+        container.mux(stream.encode())
+    return frames.getvalue(), audio.getvalue()
 
 
 def put(root: Path, data: bytes, *relative: str) -> None:
@@ -133,6 +157,48 @@ def hifi_avdf(root: Path, data: bytes, pairs: int = 2) -> Path:
     return root
 
 
+def idforge(root: Path, data: bytes, identities: int = 2) -> Path:
+    """One shot per split x type x identity, each a frames_ndarray.npy, an mp3 and a transcript
+    (`data`, an mp4, is not IDForge's kind of file: the shots get `shot_bytes`)."""
+    frames, audio = shot_bytes()
+    for split in ("train", "val", "test"):
+        for kind in IDFORGE_TYPES:
+            for i in range(identities):
+                shot = f"{split}/{kind}/id{i:02d}/id{i:02d}_00/{split}_{kind}_{i}"
+                put(root, frames, f"{shot}/frames_ndarray.npy")
+                put(root, audio, f"{shot}/id{i:02d}_00.mp3")
+                put(root, b"a transcript", f"{shot}/id{i:02d}_00.txt")
+    return root
+
+
+def ffpp(root: Path, data: bytes, pairs: int = 3) -> Path:
+    """c23 videos and splits/{train,val,test}.json, one pair of youtube ids per split (more pairs go to train);
+    both fakes of each pair (TTT_SSS and SSS_TTT) for every method."""
+    splits: dict[str, list[list[str]]] = {"train": [], "val": [], "test": []}
+    for k in range(pairs):
+        a, b = f"{2 * k:03d}", f"{2 * k + 1:03d}"
+        splits[{1: "val", 2: "test"}.get(k, "train")].append([a, b])
+        put(root, data, *(f"original_sequences/youtube/c23/videos/{n}.mp4" for n in (a, b)))
+        for method in FFPP_METHODS:
+            put(root, data, f"manipulated_sequences/{method}/c23/videos/{a}_{b}.mp4",
+                f"manipulated_sequences/{method}/c23/videos/{b}_{a}.mp4")
+    for split, listed in splits.items():
+        put(root, json.dumps(listed).encode(), f"splits/{split}.json")
+    return root
+
+
+def celebdf(root: Path, data: bytes, identities: int = 3) -> Path:
+    """Celeb-real, YouTube-real and Celeb-synthesis videos; the first identity's clips are on the testing list."""
+    for i in range(identities):
+        put(root, data, f"Celeb-real/id{i}_0000.mp4", f"YouTube-real/{i:05d}.mp4",
+            f"Celeb-synthesis/id{i}_id{(i + 1) % identities}_0000.mp4")
+    # the list's own convention: 1 = real, 0 = fake
+    listed = ["1 Celeb-real/id0_0000.mp4", "1 YouTube-real/00000.mp4",
+              f"0 Celeb-synthesis/id0_id{1 % identities}_0000.mp4"]
+    (root / "List_of_testing_videos.txt").write_text("\n".join(listed) + "\n")
+    return root
+
+
 def folder(root: Path, data: bytes, per_label: int = 3) -> Path:
     for label in ("real", "fake"):
         for k in range(per_label):
@@ -141,7 +207,7 @@ def folder(root: Path, data: bytes, per_label: int = 3) -> Path:
 
 
 BUILDERS = {"fakeavceleb": fakeavceleb, "av1m": av1m, "lavdf": lavdf, "kodf": kodf, "avlips": avlips,
-            "hifi_avdf": hifi_avdf, "folder": folder}
+            "hifi_avdf": hifi_avdf, "idforge": idforge, "ffpp": ffpp, "celebdf": celebdf, "folder": folder}
 
 
 def build_all(root: Path, data: bytes | None = None) -> dict[str, Path]:

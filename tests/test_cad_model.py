@@ -247,6 +247,10 @@ def test_each_ablation_switch_removes_the_parameters_it_claims_to():
                                         "alignment.audio_proj", "alignment.v2a", "alignment.a2v", "predict_v",
                                         "predict_a"}
     assert model(video_only=True).head[-1].in_features == 32
+    assert removed(audio_only=True) == {"clip", "whisper", "video", "video_out", "alignment.video_proj",
+                                        "alignment.audio_proj", "alignment.v2a", "alignment.a2v", "predict_v",
+                                        "predict_a"}
+    assert model(audio_only=True).head[-1].in_features == 32
     assert removed(use_cross_attention=False) == {"alignment.v2a", "alignment.a2v"}
     assert removed(use_distill=False) == removed(distill_loss="kl") == {"predict_v", "predict_a"}
     assert removed(kd_direction="audio_to_video") == {"predict_a"}
@@ -263,6 +267,13 @@ def test_video_only_needs_frames_alone():
     assert out.logits.shape == (BATCH, 2) and out.s_v is None and out.x_a is None
     assert total_loss(out, LABELS, m.cfg).total.item() == pytest.approx(
         torch.nn.functional.cross_entropy(out.logits, LABELS).item())
+
+
+def test_audio_only_needs_mel_and_padding_alone():
+    m = model(audio_only=True).eval()
+    _, mel, padding = inputs()
+    out = m(None, mel, padding)
+    assert out.logits.shape == (BATCH, 2) and out.s_v is None and out.x_v is None and out.x_a is not None
 
 
 def test_the_paper_size_matches_the_specs_parameter_budget():

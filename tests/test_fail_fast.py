@@ -86,7 +86,7 @@ def test_all_clips_too_short_ends_with_a_record_and_exit_1_and_a_rerun_needs_no_
     assert "no clip of test set 'folder' could be scored: too_short 4" in said(result)
     assert "holds a run" not in result.output and "Traceback" not in result.output
     record = json.loads((tmp_path / "runs/havic_tiny/test_only/seed0/record.json").read_text())
-    assert record["coverage"] == {"total": 4, "scored": 0, "failed": 4, "reasons": {"too_short": 4}}
+    assert record["coverage"] == {"total": 4, "scored": 0, "failed": 4, "reasons": {"too_short": 4}, "fallbacks": {}}
     assert record["problems"] == ["no clip of test set 'folder' could be scored: too_short 4"]
     assert all(row["value"] is None and row["not_computable"] for row in record["metrics"])
     board = cli.invoke(app, ["leaderboard", "--runs-dir", str(tmp_path / "runs"), "--format", "json"])

@@ -321,7 +321,9 @@ def test_an_interrupted_run_resumes_to_the_same_parameters(kind, tmp_path):
 def test_training_on_the_core_trainer_gives_the_numbers_of_the_loops_it_replaced():
     """The reference was taken from HAVIC's own loops (tests/data/havic_training_reference.json, commit
     in the file) before they moved onto avbench.training: same losses, same parameters (sum and sum of
-    absolute values of each tensor; a tolerance only for another CPU's rounding)."""
+    absolute values of each tensor; a tolerance only for another CPU's rounding, relative to the sum
+    of absolute values, as a sum's rounding error is: a sum that nearly cancels moves by more than its
+    own 1e-6 under another summation order)."""
     reference = json.loads((Path(__file__).parent / "data" / "havic_training_reference.json").read_text())
     for kind in ("pretrain", "finetune"):
         model, history = _run(kind, None)
@@ -330,7 +332,7 @@ def test_training_on_the_core_trainer_gives_the_numbers_of_the_loops_it_replaced
         state = model.state_dict()
         for name, (total, absolute) in reference[kind]["parameters"].items():
             assert [float(state[name].double().sum()), float(state[name].double().abs().sum())] == pytest.approx(
-                [total, absolute], rel=1e-6, abs=1e-9), (kind, name)
+                [total, absolute], rel=1e-6, abs=1e-6 * absolute), (kind, name)
 
 
 def test_pretraining_uses_the_real_clips_only():

@@ -186,6 +186,35 @@ def test_no_face_names_the_file(tmp_path):
     assert info.value.reason == "no_face" and str(path) in info.value.message
 
 
+def test_a_detector_may_take_centre_crops_where_no_face_is_found_and_the_clip_declares_it(tmp_path):
+    frames = np.zeros((10, 96, 128, 3), np.uint8)
+    frames[:, :, 16:112] = 200  # the centre square is bright, the sides dark
+    path = write_media(tmp_path / "blank.mp4", frames, 25)
+    spec = InputSpec(audio=False, face_size=48, frames=False, no_face="centre_crop")
+    loader = MediaLoader(MediaCache(tmp_path / "cache"))
+    for _ in range(2):  # decoded, then from the cache: the fallback travels with the entry
+        clip = loader.load(ref(path), spec)
+        assert clip.fallbacks == ["no_face_centre_crop"] and clip.landmarks is None
+        assert clip.faces.shape == (10, 48, 48, 3) and clip.faces.min() > 150
+    assert loader.media_key(ref(path), spec) != loader.media_key(ref(path), InputSpec(audio=False, face_size=48,
+                                                                                      frames=False))
+    with pytest.raises(ValueError, match="no_face"):
+        InputSpec(audio=False, mouth_size=48, no_face="centre_crop")
+
+
+def test_a_dataset_without_audio_gives_a_clip_without_audio_and_declares_it(corpus, monkeypatch):
+    from avbench.clips import AUDIO_ABSENT, NO_AUDIO_TRACK
+
+    decode_audio = Counter(media.decode_audio)
+    monkeypatch.setattr(media, "decode_audio", decode_audio)
+    absent = ClipRef(clip_id="c", dataset="test", path=corpus["video_only"], label=0, meta={"audio": AUDIO_ABSENT})
+    clip = MediaLoader().load(absent, InputSpec(fps=25.0, max_seconds=0.5))
+    assert clip.audio_removed and clip.fallbacks == [NO_AUDIO_TRACK] and not clip.audio.any()
+    assert MediaLoader().load(absent, InputSpec(audio_optional=True)).audio is None
+    assert MediaLoader().load(absent, InputSpec(audio=False)).fallbacks == []  # no audio asked, none missed
+    assert decode_audio.calls == 0
+
+
 def test_missing_audio_file(corpus, tmp_path):
     with pytest.raises(ClipError) as info:
         MediaLoader().load(ref(corpus["video_only"], audio_path=tmp_path / "gone.wav"), InputSpec())

@@ -190,3 +190,19 @@ def protocol_four_class(row):
 
     opt = lambda v: None if pd.isna(v) else int(v)  # noqa: E731
     return four_class_label(int(row.label), opt(row.video_label), opt(row.audio_label))
+
+
+def test_named_averages_mean_only_their_subsets_and_say_which_are_missing():
+    from avbench.runner import _average_rows
+
+    rows = [{"train": "t", "test_set": "s", "subset": subset, "metric": "AUC", "value": value}
+            for subset, value in (("all", 0.5), ("RVFA", 0.2), ("FVRA-WL", 0.8), ("FVFA-WL", 0.6))]
+    (every,) = _average_rows(rows)
+    (fv,) = _average_rows(rows, "AVG-FV", ("FVRA-WL", "FVFA-WL"))
+    assert every["value"] == pytest.approx(1.6 / 3) and (fv["subset"], fv["value"]) == ("AVG-FV", pytest.approx(0.7))
+    (short,) = _average_rows(rows, "AVG-FV", ("FVRA-WL", "FVFA-GAN"))
+    assert short["value"] is None and "FVFA-GAN" in short["not_computable"]
+    cross = protocol.get("fakeavceleb_cross_manipulation")
+    assert cross.named_averages == {"AVG-FV": ("FVRA-WL", "FVFA-FS", "FVFA-GAN", "FVFA-WL")}
+    with pytest.raises(ValueError, match="named subset lists"):
+        cross.with_params(averages={"AVG-FV": "RVFA"})

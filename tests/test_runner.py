@@ -32,7 +32,8 @@ def test_record_has_metrics_coverage_and_provenance(tiny_demo, tmp_path):
     (outcome,) = Runner(settings(tmp_path, "avsync", root=tiny_demo)).run()
     record = outcome.record
     assert outcome.status == "done"
-    assert record["coverage"] == {"total": 10, "scored": 10, "failed": 0, "reasons": {}}  # 2 test identities x 5
+    assert record["coverage"] == {"total": 10, "scored": 10, "failed": 0, "reasons": {},  # 2 test identities x 5
+                                  "fallbacks": {}}
     prov = record["provenance"]
     for key in ("avbench_version", "git_commit", "detector_config", "protocol_sha256", "index_fingerprints",
                 "seed", "device", "packages", "input_spec"):
@@ -187,7 +188,8 @@ def test_a_listed_file_that_is_missing_is_counted_not_dropped(broken_folder, tmp
     (mine / "labels.csv").write_text("path,label\ngood.mp4,real\ngone.mp4,fake\n")
     test_only = protocol.get("test_only")
     (outcome,) = Runner(settings(tmp_path, "avsync", test_only, data_roots={"folder": mine})).run()
-    assert outcome.record["coverage"] == {"total": 2, "scored": 1, "failed": 1, "reasons": {"missing_file": 1}}
+    assert outcome.record["coverage"] == {"total": 2, "scored": 1, "failed": 1, "reasons": {"missing_file": 1},
+                                       "fallbacks": {}}
 
 
 def test_subsets_with_their_own_reals():

@@ -71,6 +71,7 @@ class CADConfig:
     kd_weight: float = 1.0
     # ablations (Tables 4-5); a switch removes the parameters only the part it turns off uses
     video_only: bool = False  # specific video channel and head only
+    audio_only: bool = False  # specific audio channel and head only
     use_align_loss: bool = True  # "w/o alignment": no KL term (the joint path still feeds the head)
     use_cross_attention: bool = True  # off: KL on the pooled projections V', A'
     freeze_align: bool = True  # off ("w/o frozen model"): the joint path's CLIP and Whisper train too
@@ -96,9 +97,11 @@ class CADConfig:
                     for name, allowed in choices.items() if getattr(self, name) not in allowed]
         files = self.clip_weights is not None or self.whisper_weights is not None
         if self.tiny_backbones + self.random_init + files != 1 or files and (
-                self.clip_weights is None or self.whisper_weights is None and not self.video_only):
+                self.clip_weights is None and not self.audio_only or self.whisper_weights is None and not self.video_only):
             problems.append(f"choose one backbone source: tiny_backbones, random_init, or both weight files "
                             f"({WEIGHTS_HINT})")
+        if self.video_only and self.audio_only:
+            problems.append("video_only and audio_only exclude each other")
         if self.d_align % self.align_heads or self.sta_bottleneck % self.sta_heads:
             problems.append("d_align and sta_bottleneck must divide by their heads")
         if any(k % 2 == 0 for k in self.kernels_s + self.kernels_t):
@@ -108,6 +111,11 @@ class CADConfig:
         if problems:
             raise ValueError("invalid CADConfig: " + "; ".join(problems))
 
+    @property
+    def joint(self) -> bool:
+        """Both modalities: the joint path, both specific channels and distillation between them."""
+        return not (self.video_only or self.audio_only)
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["kernels_s"], d["kernels_t"] = list(self.kernels_s), list(self.kernels_t)
@@ -116,27 +124,43 @@ class CADConfig:
 
 # -- backbones --------------------------------------------------------------------------------------
 
-def build_backbones(cfg: CADConfig) -> tuple[nn.Module, nn.Module | None]:
-    """(open_clip image tower, Whisper encoder or None for video_only), through the harness wrappers'
-    `build()` (their weight lookup and strict loading; not their forward)."""
-    from whisper.model import AudioEncoder
+def _wrappers(cfg: CADConfig) -> dict:
+    """The harness wrappers of the backbones the config uses ({"clip": CLIP, "whisper": Whisper}),
+    their weight names resolved to local files on construction."""
+    from avbench.detectors.ssl.backbones import CLIP, Whisper
 
-    from avbench.detectors.ssl.backbones import CLIP, Whisper, seeded
-
-    if cfg.random_init:
-        from open_clip.model import _build_vision_tower
-
-        clip = seeded(cfg.seed, lambda: _build_vision_tower(VIT_B_16["embed_dim"], VIT_B_16["vision_cfg"],
-                                                            quick_gelu=True))
-        whisper = None if cfg.video_only else seeded(cfg.seed, lambda: AudioEncoder(**WHISPER_SMALL))
-        return clip, whisper
+    wanted = {"clip": (CLIP, cfg.clip_weights, not cfg.audio_only), "whisper": (Whisper, cfg.whisper_weights,
+                                                                                not cfg.video_only)}
     try:
-        clip = CLIP(cfg.clip_weights, tiny=cfg.tiny_backbones, seed=cfg.seed).build()
-        whisper = (None if cfg.video_only
-                   else Whisper(cfg.whisper_weights, tiny=cfg.tiny_backbones, seed=cfg.seed).build())
+        return {name: wrapper(weights, tiny=cfg.tiny_backbones, seed=cfg.seed)
+                for name, (wrapper, weights, used) in wanted.items() if used}
     except FileNotFoundError as exc:  # the wrappers' hints name other papers' variants
         raise FileNotFoundError(f"CAD: {exc}\nCAD needs {WEIGHTS_HINT}") from exc
-    return clip, whisper
+
+
+def backbone_files(cfg: CADConfig) -> dict[str, str]:
+    """The local weight file of each backbone the config reads ({} for tiny or random backbones); a
+    missing one raises FileNotFoundError naming it and where to get it."""
+    if cfg.tiny_backbones or cfg.random_init:
+        return {}
+    return {name: wrapper.weights for name, wrapper in _wrappers(cfg).items()}
+
+
+def build_backbones(cfg: CADConfig) -> tuple[nn.Module | None, nn.Module | None]:
+    """(open_clip image tower or None for audio_only, Whisper encoder or None for video_only), through
+    the harness wrappers' `build()` (their weight lookup and strict loading; not their forward)."""
+    if cfg.random_init:
+        from open_clip.model import _build_vision_tower
+        from whisper.model import AudioEncoder
+
+        from avbench.detectors.ssl.backbones import seeded
+
+        clip = None if cfg.audio_only else seeded(cfg.seed, lambda: _build_vision_tower(
+            VIT_B_16["embed_dim"], VIT_B_16["vision_cfg"], quick_gelu=True))
+        whisper = None if cfg.video_only else seeded(cfg.seed, lambda: AudioEncoder(**WHISPER_SMALL))
+        return clip, whisper
+    built = {name: wrapper.build() for name, wrapper in _wrappers(cfg).items()}
+    return built.get("clip"), built.get("whisper")
 
 
 def clip_tokens(tower: nn.Module, images: Tensor, temporal: Tensor | None = None) -> Tensor:
@@ -293,7 +317,7 @@ class Encoded(NamedTuple):
 
     joint_video: Tensor | None  # (B, T, embed) projected CLS per frame, or (B, T*P, width) patch tokens
     joint_audio: Tensor | None  # (B, 1500, width_a) after ln_post
-    video: Tensor  # (B, T, width) specific tower, each frame's CLS after ln_post
+    video: Tensor | None  # (B, T, width) specific tower, each frame's CLS after ln_post
     audio: Tensor | None  # (B, 1500, width_a) LoRA'd Whisper after ln_post
 
 
@@ -301,7 +325,7 @@ class CADOutput(NamedTuple):
     logits: Tensor  # (B, classes)
     s_v: Tensor | None  # (B, d_align) pooled x_v2a
     s_a: Tensor | None  # (B, d_align) masked-pooled x_a2v
-    x_v: Tensor  # (B, d_u) x_v^u
+    x_v: Tensor | None  # (B, d_u) x_v^u
     x_a: Tensor | None  # (B, d_u) x_a^u
     z_v: Tensor | None  # (B, d_u) video predictor's output (distilled towards x_a^u)
     z_a: Tensor | None  # (B, d_u) audio predictor's output (distilled towards x_v^u)
@@ -309,27 +333,29 @@ class CADOutput(NamedTuple):
 
 class CAD(nn.Module):
     """forward(frames (B, T, 3, 224, 224) CLIP-normalised, mel (B, 80, 3000), audio_padding (B, 1500)
-    bool) -> CADOutput; video_only needs frames alone. The classifier head is
-    concat(s_v, s_a, x_v^u, x_a^u) -> LayerNorm -> Dropout -> Linear."""
+    bool) -> CADOutput; video_only needs frames alone, audio_only mel and padding alone. The
+    classifier head is concat(s_v, s_a, x_v^u, x_a^u) -> LayerNorm -> Dropout -> Linear (the
+    specific channel alone under video_only or audio_only)."""
 
     def __init__(self, cfg: CADConfig):
         super().__init__()
         self.cfg = cfg
         clip, whisper = build_backbones(cfg)
-        width_v = clip.transformer.width
-        self.video = VideoTower(clip if cfg.video_only else copy.deepcopy(clip), cfg)
-        self.video_out = nn.Linear(width_v, cfg.d_u)
+        self.video = self.video_out = self.audio = self.audio_out = None
+        if clip is not None:
+            self.video = VideoTower(copy.deepcopy(clip) if cfg.joint else clip, cfg)
+            self.video_out = nn.Linear(clip.transformer.width, cfg.d_u)
+        if whisper is not None:
+            self.audio = with_lora(copy.deepcopy(whisper) if cfg.joint else whisper, cfg.lora_r, cfg.lora_alpha)
+            self.audio_out = nn.Linear(whisper.ln_post.normalized_shape[0], cfg.d_u)
         features = cfg.d_u
-        if not cfg.video_only:
+        if cfg.joint:
             self.clip = clip.requires_grad_(not cfg.freeze_align)
             self.whisper = whisper.requires_grad_(not cfg.freeze_align)
-            self.audio = with_lora(copy.deepcopy(whisper), cfg.lora_r, cfg.lora_alpha)
-            width_a = whisper.ln_post.normalized_shape[0]
-            self.audio_out = nn.Linear(width_a, cfg.d_u)
-            video_dim = clip.proj.shape[1] if cfg.align_video_tokens == "cls" else width_v
-            self.alignment = Alignment(video_dim, width_a, cfg)
+            video_dim = clip.proj.shape[1] if cfg.align_video_tokens == "cls" else clip.transformer.width
+            self.alignment = Alignment(video_dim, whisper.ln_post.normalized_shape[0], cfg)
             features += cfg.d_u + 2 * cfg.d_align
-        simsiam = not cfg.video_only and cfg.use_distill and cfg.distill_loss == "simsiam"
+        simsiam = cfg.joint and cfg.use_distill and cfg.distill_loss == "simsiam"
         symmetric = simsiam and cfg.kd_direction == "symmetric"
         self.predict_v = predictor(cfg.d_u, cfg.predictor_hidden) if simsiam else None
         self.predict_a = predictor(cfg.d_u, cfg.predictor_hidden) if symmetric else None
@@ -345,27 +371,28 @@ class CAD(nn.Module):
             return (x[:, 0] @ self.clip.proj).reshape(b, t, -1)
         return x[:, 1:].reshape(b, -1, x.shape[-1])
 
-    def encode(self, frames: Tensor, mel: Tensor | None = None) -> Encoded:
-        video = self.video(frames)
-        if self.cfg.video_only:
-            return Encoded(None, None, video, None)
+    def encode(self, frames: Tensor | None, mel: Tensor | None = None) -> Encoded:
+        video = None if self.video is None else self.video(frames)
+        audio = None if self.audio is None else self.audio(mel)
+        if not self.cfg.joint:
+            return Encoded(None, None, video, audio)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_align):
             joint_video, joint_audio = self.joint_video(frames), self.whisper(mel)
-        return Encoded(joint_video, joint_audio, video, self.audio(mel))
+        return Encoded(joint_video, joint_audio, video, audio)
 
     def heads(self, encoded: Encoded, audio_padding: Tensor | None = None) -> CADOutput:
-        x_v = self.video_out(encoded.video.mean(1))
-        s_v = s_a = x_a = None
-        features = [x_v]
-        if not self.cfg.video_only:
+        x_v = None if encoded.video is None else self.video_out(encoded.video.mean(1))
+        x_a = None if encoded.audio is None else self.audio_out(masked_mean(encoded.audio, audio_padding))
+        s_v = s_a = None
+        if self.cfg.joint:
             s_v, s_a = self.alignment(encoded.joint_video, encoded.joint_audio, audio_padding)
-            x_a = self.audio_out(masked_mean(encoded.audio, audio_padding))
-            features = [s_v, s_a, x_v, x_a]
+        features = [f for f in (s_v, s_a, x_v, x_a) if f is not None]
         z_v = None if self.predict_v is None else self.predict_v(x_v)
         z_a = None if self.predict_a is None else self.predict_a(x_a)
         return CADOutput(self.head(torch.cat(features, dim=1)), s_v, s_a, x_v, x_a, z_v, z_a)
 
-    def forward(self, frames: Tensor, mel: Tensor | None = None, audio_padding: Tensor | None = None) -> CADOutput:
+    def forward(self, frames: Tensor | None, mel: Tensor | None = None,
+                audio_padding: Tensor | None = None) -> CADOutput:
         return self.heads(self.encode(frames, mel), audio_padding)
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
@@ -427,7 +454,7 @@ def total_loss(out: CADOutput, labels: Tensor, cfg: CADConfig) -> Losses:
             kl = alignment_loss(out.s_v, out.s_a)
         elif real.any():
             kl = alignment_loss(out.s_v[real], out.s_a[real])
-    if out.x_a is not None and cfg.use_distill:
+    if out.x_a is not None and out.x_v is not None and cfg.use_distill:
         kd = (distillation_loss(out.x_v, out.x_a, out.z_v, out.z_a, cfg.kd_direction) if cfg.distill_loss == "simsiam"
               else alignment_loss(out.x_v, out.x_a))
     return Losses(cfg.ce_weight * ce + cfg.kl_weight * kl + cfg.kd_weight * kd, ce, kl, kd)

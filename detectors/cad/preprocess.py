@@ -53,19 +53,23 @@ class Window(NamedTuple):
     audio: slice  # the window's samples
 
 
-def clip_windows(n_frames: int, n_samples: int, fps: float = 25.0) -> list[Window]:
+def clip_windows(n_frames: int, n_samples: int, fps: float = 25.0, frames: int = FRAMES) -> list[Window]:
     """The samples one clip is scored with: one per started 30 s of its duration (the longer of its
-    audio and video). Window w holds the audio of [30 w, 30 (w + 1)) s and 16 frames laid out as
-    `frame_indices` over the frames of that span (the clip's last frame when its video ends sooner)."""
+    audio and video). Window w holds the audio of [30 w, 30 (w + 1)) s and `frames` frames laid out as
+    `frame_indices` over the frames of that span (the clip's last frame when its video ends sooner;
+    none for a clip decoded without video)."""
     samples = SAMPLE_RATE * WINDOW_SECONDS
     duration = max(n_samples / SAMPLE_RATE, n_frames / fps)
     windows = []
     for w in range(max(1, math.ceil(duration / WINDOW_SECONDS))):
-        first = min(round(w * WINDOW_SECONDS * fps), n_frames - 1)
-        stop = max(first + 1, min(n_frames, round((w + 1) * WINDOW_SECONDS * fps)))
-        sample = frame_indices(stop - first)
-        frames = FrameSample(sample.indices + first, sample.repeated)
-        windows.append(Window(frames, slice(w * samples, (w + 1) * samples)))
+        if n_frames:
+            first = min(round(w * WINDOW_SECONDS * fps), n_frames - 1)
+            stop = max(first + 1, min(n_frames, round((w + 1) * WINDOW_SECONDS * fps)))
+            sample = frame_indices(stop - first, frames)
+            sample = FrameSample(sample.indices + first, sample.repeated)
+        else:
+            sample = FrameSample(np.zeros(0, dtype=np.int64), 0)
+        windows.append(Window(sample, slice(w * samples, (w + 1) * samples)))
     return windows
 
 
