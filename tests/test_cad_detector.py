@@ -168,3 +168,22 @@ def test_an_epoch_never_ends_on_a_batch_of_one():
     task.refs, task.windows, task.batch_size, task.augment = list(range(9)), [1] * 9, 4, False
     jobs = task.epoch_jobs(torch.Generator().manual_seed(0))
     assert [len(j) for j in jobs] == [4, 4]
+
+
+def test_a_clip_over_30_s_is_scored_as_consecutive_windows_and_their_named_aggregation():
+    from avbench.detectors.cad.training import clip_samples
+
+    rng = np.random.default_rng(0)
+    ref = ClipRef("long", "demo", Path("long.mp4"), 0)
+    faces = rng.integers(0, 255, (50 * 25, 16, 16, 3), dtype=np.uint8)  # 50 s of small crops
+    long = Clip(ref=ref, fps=25.0, faces=faces, audio=rng.normal(0, 0.1, 50 * 16000).astype(np.float32))
+    detector = CADTinyDetector()
+    samples = clip_samples(long, detector.cfg)
+    assert samples.frames.shape == (2, 16, 3, 224, 224) and samples.valid.tolist() == [1500, 1000]
+    first_window = CADTinyDetector(max_windows=1)
+    assert clip_samples(long, first_window.cfg, first_window.max_windows).frames.shape[0] == 1
+    worst = CADTinyDetector(aggregation="max").score(long)
+    mean = detector.score(long)
+    assert worst >= mean - 1e-9 and 0 < mean < 1
+    with pytest.raises(ValueError, match="aggregation"):
+        CADTinyDetector(aggregation="vote")

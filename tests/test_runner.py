@@ -275,3 +275,12 @@ def test_the_files_a_detector_reads_are_part_of_the_run(tiny_demo, tmp_path, mon
     monkeypatch.setattr(RandomDetector, "sources", lambda self: {"weights": "sha256-of-another-file"})
     with pytest.raises(RunError, match="detector_sources"):
         Runner(settings(tmp_path, "random", root=tiny_demo)).run()
+
+
+def test_fallbacks_are_counted_per_reason_over_scored_clips_only():
+    from avbench.runner import fallback_counts
+
+    scores = pd.DataFrame({"status": ["scored", "scored", "failed", "scored"],
+                           "fallbacks": ["no_audio_track,silent_track", "", "no_audio_track", None]})
+    assert fallback_counts(scores) == {"no_audio_track": 1, "silent_track": 1}
+    assert fallback_counts(scores.drop(columns="fallbacks")) == {}  # scores written before fallbacks existed

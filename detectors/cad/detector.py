@@ -137,12 +137,6 @@ class CADDetector(Detector):
             self._model.to(self.device).eval()
         return self._model
 
-    def to(self, device: str) -> "CADDetector":
-        self.device = str(device)
-        if self._model is not None:
-            self._model.to(self.device)
-        return self
-
     def use_training_dir(self, directory: Path) -> None:
         self._training_dir = Path(directory)
 

@@ -131,12 +131,6 @@ class FauForensicsDetector(Detector):
         model.fau_bn = self.fau_bn
         return model
 
-    def to(self, device: str) -> "FauForensicsDetector":
-        self.device = str(device)
-        if self._model is not None:
-            self._model.to(self.device)
-        return self
-
     def use_training_dir(self, directory: Path) -> None:
         self._training_dir = Path(directory)
 
