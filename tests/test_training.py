@@ -165,6 +165,7 @@ def _rank(rank: int, world: int, folder, epochs: int) -> None:
         model, history = train(folder / "run", epochs=epochs, noise=0.0)
         if rank == 0:
             torch.save({"state": model.state_dict(), "history": history}, folder / f"rank0-{epochs}.pt")
+        dist.barrier()  # as avbench.distributed does: gloo aborts a rank whose peer left the group first
     finally:
         dist.destroy_process_group()
 
