@@ -150,13 +150,16 @@ class MediaLoader:
 
     @staticmethod
     def _video_seconds(clip: Clip, spec: InputSpec) -> float:
-        """Length of the clip's video: of the decoded frames, else as the container states it."""
+        """Length of the clip's video: of the decoded frames, else as the container states it. Stored
+        frames (a .npy frame array) have no timing: the clip lasts as long as its audio file says."""
         video = next((x for x in (clip.frames, clip.faces, clip.mouths) if x is not None), None)
-        if video is not None:
+        stored = media.is_frame_array(clip.ref.path)
+        if video is not None and not stored:
             return len(video) / clip.fps
-        info = media.probe(clip.ref.path)
+        source = clip.ref.audio_path if stored and clip.ref.audio_path is not None else clip.ref.path
+        info = media.probe(source)
         if info.duration is None:
-            raise ClipError("unknown_duration", f"{clip.ref.path}: the container states no duration, "
+            raise ClipError("unknown_duration", f"{source}: the container states no duration, "
                                                 "so a silent track of its length cannot be made")
         return info.duration if spec.max_seconds is None else min(info.duration, spec.max_seconds)
 

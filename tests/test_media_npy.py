@@ -74,3 +74,20 @@ def test_missing_or_empty_array_and_no_audio_stream(tmp_path):
     with pytest.raises(ClipError, match="a frame array has no audio stream") as info:
         media.decode_audio(path)
     assert info.value.reason == "no_audio_stream" and str(path) in info.value.message
+
+
+def test_a_silent_track_for_stored_frames_lasts_as_long_as_the_clips_audio_file(tmp_path):
+    """16 stored frames say nothing of the shot's length (IDForge's are spread over 5-7 s): a
+    missing-audio protocol's silent track takes the audio file's duration."""
+    from avbench.clips import ClipRef
+    from avbench.detector import InputSpec
+    from avbench.encode import write_media
+    from avbench.loader import MediaLoader
+    from avbench.testing import talking_face
+
+    face = talking_face(seconds=16 / 25, size=96)
+    np.save(tmp_path / "frames_ndarray.npy", face.frames)
+    write_media(tmp_path / "shot.wav", audio=np.zeros(3 * 16000, np.float32))
+    ref = ClipRef("shot", "idforge", tmp_path / "frames_ndarray.npy", 0, audio_path=tmp_path / "shot.wav")
+    clip = MediaLoader().load(ref, InputSpec(fps=25.0), remove_audio=True)
+    assert len(clip.frames) == 16 and len(clip.audio) == pytest.approx(3 * 16000, abs=400)
