@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from avbench.clips import ClipIndex
+from avbench.clips import ClipIndex, ClipRef
 
 
 class DatasetAdapter:
@@ -27,6 +27,11 @@ class DatasetAdapter:
     def index(self, root: Path | None) -> ClipIndex:
         """The clip index of the dataset at `root`; call `check_root(root)` first (None -> a clear error)."""
         raise NotImplementedError
+
+    def unlabeled(self, root: Path | str | None, subsets: tuple[str, ...]) -> list[ClipRef]:
+        """Clips of `subsets` the dataset ships without labels (a challenge's test sets), label
+        UNLABELED: only ever an unlabelled pool (protocol `pool`), never indexed or scored."""
+        raise ValueError(f"dataset '{self.name}' ships no unlabelled subsets (asked for {', '.join(subsets)})")
 
     def check_root(self, root: Path | str | None) -> Path:
         if root is None and self.default_root and Path(self.default_root).is_dir():

@@ -42,6 +42,8 @@ SPLITS = ("train", "val", "test")
 #: detector needs a track) and declares NO_AUDIO_TRACK among the clip's fallbacks, which runs count.
 AUDIO_ABSENT = "absent"
 NO_AUDIO_TRACK = "no_audio_track"
+#: The label of a clip whose dataset publishes none (an unlabelled pool's test subsets): never indexed.
+UNLABELED = -1
 #: The fallback of a clip without a face whose detector takes centre crops instead (InputSpec.no_face).
 NO_FACE_CENTRE_CROP = "no_face_centre_crop"
 

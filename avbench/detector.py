@@ -24,7 +24,7 @@ from avbench.metrics import aggregate_windows
 
 if TYPE_CHECKING:
     from avbench.clips import Clip, ClipRef
-    from avbench.loader import ClipSet, MediaLoader
+    from avbench.loader import ClipSet, MediaLoader, UnlabeledPool
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,10 @@ class Detector:
     #: () for a binary detector; metrics.FOUR_CLASSES for one that tells which modality is fake: its
     #: `score` then returns ClassScores, and only a protocol's four-class variant runs it.
     class_names: tuple[str, ...] = ()
+    #: True when the detector learns from an unlabelled pool after `fit` (self-training on
+    #: pseudo-labels): the runner then calls `adapt` with the protocol's pool, and refuses a protocol
+    #: that names none.
+    uses_pool: bool = False
 
     # -- hyper-parameters -------------------------------------------------------------------
     def config(self) -> dict:
@@ -174,6 +178,13 @@ class Detector:
         return True
 
     # -- learning and scoring ------------------------------------------------------------------
+    def adapt(self, train: "ClipSet", val: "ClipSet", pool: "UnlabeledPool", seed: int,
+              device: str = "cpu") -> list[dict[str, int]]:
+        """After `fit`, learn from the unlabelled clips of `pool` (label-stripped: media and opaque
+        tokens only). Returns, per round, the pseudo-labels it trained on ({token: 0 or 1}); the
+        runner checks them against the labels it withheld and records counts and accuracy."""
+        raise NotImplementedError(f"{self.name} learns from no unlabelled pool")
+
     def fit(self, train: "ClipSet", val: "ClipSet", seed: int, device: str = "cpu") -> "Detector":
         """Learn from `train`; `val` is for model selection only (never test data)."""
         raise NotImplementedError(f"{self.name} does not train")

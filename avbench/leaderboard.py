@@ -27,6 +27,10 @@ When several published rows match, `published` is the first in file order (paper
 come before supplementary ones) and `published_source` names every match; a later source whose
 number differs shows it in parentheses.
 
+A run whose unlabelled pool overlapped a scored test set (record `transductive`) is listed as
+"NAME [transductive]", apart from the inductive runs of the same detector; a published row whose
+note says it may be transductive (HOLA's PSSI rows) says so in published_source.
+
 The golden check guards against regressions: a committed leaderboard (JSON rows plus a tolerance)
 against which a fresh run must not move a mean by more than the tolerance or lose a cell.
 
@@ -45,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 from avbench.io import write_json
@@ -140,6 +145,10 @@ AUDIO_REMOVED = ", audio removed"
 #: Published "subsets" that say how the split was made: the whole test set of a protocol whose
 #: `split` parameter is the value (CAD's Table 1 "70/30 random" is fakeavceleb_intra_file_random).
 SPLIT_NOTES = {"70/30 random": "file_random"}
+#: Suffix of a transductive run's detector in the leaderboard (detector_label).
+TRANSDUCTIVE = " [transductive]"
+#: Published "subsets" that name the test split itself: the whole test set ("all").
+WHOLE_SET_NOTES = ("validation set",)
 #: Published "subsets" that are a mean over the table's subsets: our AVG.
 MEAN_NOTES = ("mean over 11 forgery subsets",)
 #: A four-class row's published metrics, as our cells name them.
@@ -156,7 +165,7 @@ def published_cell(method: str, subset: str, metric: str) -> tuple[str, str, str
     if method.endswith(AUDIO_REMOVED):
         variants.append(MISSING_AUDIO)
         method = method[: -len(AUDIO_REMOVED)]
-    if not subset or re.match(r"column [A-Z];", subset) or BINARY_TASK.fullmatch(subset) or subset in SPLIT_NOTES:
+    if not subset or re.match(r"column [A-Z];", subset) or BINARY_TASK.fullmatch(subset) or subset in SPLIT_NOTES or subset in WHOLE_SET_NOTES:
         subset = "all"
     elif subset in MEAN_NOTES:
         subset = "AVG"
@@ -173,7 +182,8 @@ def _published_lookup(published: pd.DataFrame) -> dict[tuple, list[tuple[int, st
         method, subset, metric, variants = published_cell(row.method, row.subset, row.metric)
         if metric in METRICS:
             key = _match_key(method, subset, row.train, row.test, metric, variants, SPLIT_NOTES.get(row.subset, ""))
-            lookup.setdefault(key, []).append((position, f"{row.source} {row.table}", float(row.value)))
+            caveat = " [possibly transductive]" if "transductive" in str(row.note) else ""
+            lookup.setdefault(key, []).append((position, f"{row.source} {row.table}{caveat}", float(row.value)))
     return lookup
 
 
@@ -203,7 +213,7 @@ def build_leaderboard(records: list[dict], published: pd.DataFrame | None = None
         scored, total = rec["coverage"]["scored"], rec["coverage"]["total"]
         for entry in rec["metrics"]:
             value = math.nan if entry["value"] is None else float(entry["value"])
-            rows.append({"detector": rec["detector"], "protocol": rec["protocol"],
+            rows.append({"detector": detector_label(rec), "protocol": rec["protocol"],
                          **{k: entry[k] for k in _CELL_FIELDS},
                          "value": value, "seed": rec["seed"], "scored": scored, "total": total})
     if not rows:
@@ -219,7 +229,7 @@ def build_leaderboard(records: list[dict], published: pd.DataFrame | None = None
     names: dict[str, set[str]] = {}
     splits: dict[str, str] = {}  # protocol id -> its split parameter, for published SPLIT_NOTES
     for rec in records:
-        names.setdefault(rec["detector"], set()).update(rec["published_as"])
+        names.setdefault(detector_label(rec), set()).update(rec["published_as"])
         spec = (rec.get("provenance") or {}).get("protocol_spec") or {}
         splits[rec["protocol"]] = str((spec.get("params") or {}).get("split", ""))
     lookup = _published_lookup(published) if published is not None else {}
@@ -228,6 +238,12 @@ def build_leaderboard(records: list[dict], published: pd.DataFrame | None = None
     cells["published"] = [value for value, _ in matched]
     cells["published_source"] = [source for _, source in matched]
     return cells.sort_values(list(KEY), key=_sort_key, ignore_index=True)[list(COLUMNS)]
+
+
+def detector_label(record: dict) -> str:
+    """The detector as the leaderboard names it: a transductive run (its pool overlapped a scored
+    test set) is its own row, "NAME [transductive]", never averaged with inductive seeds."""
+    return record["detector"] + (TRANSDUCTIVE if record.get("transductive") else "")
 
 
 def _sort_key(column: pd.Series) -> pd.Series:
@@ -249,7 +265,7 @@ def _check_records(records: list[dict]) -> None:
         problems = record_problems(rec)
         if problems:
             raise ValueError(f"{path}: {'; '.join(problems)}")
-        run = (rec["detector"], rec["protocol"], rec["seed"])
+        run = (detector_label(rec), rec["protocol"], rec["seed"])
         if run in seen:
             raise ValueError(f"two records of detector '{run[0]}', protocol '{run[1]}', seed {run[2]}: "
                              f"{seen[run]} and {path}; keep one")
@@ -291,7 +307,7 @@ def render(df: pd.DataFrame, fmt: str):
     constant = [j for j in range(len(_GROUP)) if len({line[j] for line in lines}) == 1 and len(lines) > 1]
     shared = " · ".join(f"{headers[j]} {lines[0][j]}" for j in constant)
     keep = [j for j in range(len(headers)) if j not in constant]
-    table = Table(title="avbench leaderboard (percent; published in brackets)" + (f"\n{shared}" if shared else "")
+    table = Table(title="avbench leaderboard (percent; published in brackets)" + (f"\n{escape(shared)}" if shared else "")
                   + (f"\n{SIGNIFICANCE_NOTE}" if marked else ""),
                   caption="\n".join(f"[{i}] {s}" for i, s in enumerate(sources, 1)) or None, caption_justify="left")
     for j in keep:
@@ -300,7 +316,7 @@ def render(df: pd.DataFrame, fmt: str):
         table.add_column(h, justify="right" if h in numeric else "left", no_wrap=h in numeric,
                          min_width=None if h in numeric else min(widest, 16))
     for line in lines:
-        table.add_row(*(line[j] for j in keep))
+        table.add_row(*(escape(line[j]) for j in keep))  # "NAME [transductive]" is text, not rich markup
     return table
 
 

@@ -12,13 +12,14 @@ protocols) is degraded as it is decoded, and cached under its own key.
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
 from avbench import faces, media
 from avbench.cache import MediaCache
-from avbench.clips import NO_AUDIO_TRACK, NO_FACE_CENTRE_CROP, Clip, ClipError, ClipRef
+from avbench.clips import NO_AUDIO_TRACK, NO_FACE_CENTRE_CROP, UNLABELED, Clip, ClipError, ClipRef
 from avbench.detector import InputSpec
 from avbench.perturbations import Perturbation
 
@@ -227,3 +228,47 @@ class ClipSet:
         for _, result in self.results():
             if isinstance(result, Clip):
                 yield result
+
+
+class UnlabeledPool:
+    """A protocol's unlabelled pool as a detector sees it (Detector.adapt): media only. Each clip is
+    known by an opaque token ("pool-000017") in a seeded random order, and handed over with its ref
+    stripped to that token (label UNLABELED; no path, dataset, category, method or metadata, since
+    file names and index order can give labels away). The runner keeps the real refs (`tokens`), to
+    check the detector's pseudo-labels against the labels it withheld; the pool holds none."""
+
+    def __init__(self, tokens: Sequence[str], load: Callable[[str], Clip]):
+        self._tokens, self._load = list(tokens), load
+        self.failures: dict[str, ClipError] = {}
+
+    @staticmethod
+    def tokens_for(refs: Sequence[ClipRef], seed: int) -> dict[str, ClipRef]:
+        """Opaque tokens for `refs` in a seeded random order (the runner's side of the pool)."""
+        order = np.random.default_rng(seed).permutation(len(refs))
+        return {f"pool-{k:06d}": refs[i] for k, i in enumerate(order)}
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self._tokens)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def load(self, token: str) -> Clip:
+        """The clip of `token`, its ref stripped; one that cannot be loaded raises a ClipError naming
+        only the token and the reason (recorded in `failures`)."""
+        try:
+            clip = self._load(token)
+        except ClipError as exc:
+            self.failures[token] = ClipError(exc.reason, f"{token}: could not be loaded ({exc.reason})")
+            raise self.failures[token] from None
+        clip.ref = ClipRef(clip_id=token, dataset="pool", path=Path(token), label=UNLABELED)
+        return clip
+
+    def clips(self) -> Iterator[tuple[str, Clip]]:
+        """(token, clip) of every clip that loads, in the pool's order."""
+        for token in self._tokens:
+            try:
+                yield token, self.load(token)
+            except ClipError:
+                continue

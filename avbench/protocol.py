@@ -24,6 +24,10 @@ detector can tell a fake audio track from a real one. `NAME+perturb=KIND@LEVEL` 
 clips' media (avbench.perturbations: DeeperForensics-1.0's visual kinds and avbench's audio kinds,
 levels 1-5; level 0 is NAME itself); it combines with either variant.
 
+A protocol may name an unlabelled `pool` (Pool): a detector that learns from one after fitting
+(`Detector.uses_pool`, e.g. HOLA's PSSI) gets a label-stripped view of it (loader.UnlabeledPool);
+a run whose pool overlaps a scored test set is marked transductive and listed apart.
+
 A test set may be divided into subsets by an index column (usually `category`). Every subset is
 scored against all real clips of the test set (its fakes + all reals), the usual convention of
 per-category tables; `AVG` is the unweighted mean over subsets, and `averages` names means over
@@ -53,7 +57,7 @@ VARIANTS = (FOUR_CLASS, MISSING_AUDIO)
 PERTURB = "perturb"
 #: Parameters any protocol may set or override, with their defaults where they are read.
 OPTIONAL_PARAMS = {"split", "split_ratios", "split_seed", "folds", "per_identity_class", "val_split", "test_split",
-                   "subsets", "subset_reals", "averages",
+                   "subsets", "subset_reals", "averages", "pool",
                    "fakes", "train_label"}
 
 
@@ -87,6 +91,18 @@ class TestSet:
     subset_reals: str = "all"
     #: Report the whole set under this subset name instead of "all" (cross-manipulation folds).
     as_subset: str = ""
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Unlabelled clips a detector may learn from after fitting (self-training, test-time adaptation):
+    a selection of an indexed dataset, whose labels the runner withholds, or subsets a dataset ships
+    without labels (`unlabeled`, read through its adapter's `unlabeled`). A run whose pool shares a
+    clip with a scored test set is transductive, and says so."""
+
+    dataset: str
+    selection: Selection | None
+    unlabeled: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,7 +163,22 @@ class Protocol:
 
     def datasets(self) -> list[str]:
         names = {s.dataset for fold in self.folds(None) for s in _selections(fold)}
-        return sorted(names)
+        return sorted(names | ({self.pool.dataset} if self.pool else set()))
+
+    @property
+    def pool(self) -> Pool | None:
+        """The unlabelled pool the `pool` parameter names ({dataset, split} of an indexed dataset, or
+        {dataset, unlabeled = [subset, ...]}; sample_per_label and sample_seed as for test sets), or None."""
+        spec = self.params.get("pool")
+        if not spec:
+            return None
+        if problem := _param_problem("pool", spec):
+            raise ValueError(f"protocol '{self.name}': pool {problem}, got {spec!r}")
+        unlabeled = tuple(spec.get("unlabeled", ()))
+        selection = None if unlabeled else Selection(
+            spec["dataset"], spec.get("split", "test"), sample_per_label=int(spec.get("sample_per_label", 0)),
+            sample_seed=int(spec.get("sample_seed", 0)))
+        return Pool(spec["dataset"], selection, unlabeled)
 
     def with_params(self, **overrides) -> "Protocol":
         """The same protocol with some parameters replaced (e.g. --dataset, --test-sets); a value of the
@@ -205,7 +236,7 @@ class Protocol:
         {dataset, split, subsets, subset_reals, fakes, sample_per_label, stratify_by, sample_seed}."""
         p = self.params
         spec = {"dataset": spec} if isinstance(spec, str) else dict(spec)
-        unknown = set(spec) - {"dataset", "split", "subsets", "subset_reals", "averages", "fakes", "sample_per_label",
+        unknown = set(spec) - {"dataset", "split", "subsets", "subset_reals", "averages", "pool", "fakes", "sample_per_label",
                                "stratify_by", "sample_seed"}
         if unknown:
             raise ValueError(f"protocol '{self.name}': unknown test-set keys {sorted(unknown)}")
@@ -290,6 +321,13 @@ def _param_problem(key: str, value) -> str:
     if key == "categories":
         return "" if isinstance(value, list) and all(isinstance(v, str) for v in value) else \
             'takes a JSON list of category names, e.g. ["RVFA"]'
+    if key == "pool":
+        ok = (isinstance(value, dict) and isinstance(value.get("dataset"), str) and value["dataset"]
+              and set(value) <= {"dataset", "split", "unlabeled", "sample_per_label", "sample_seed"}
+              and ("unlabeled" not in value or "split" not in value)
+              and all(isinstance(v, str) for v in value.get("unlabeled", [])))
+        return "" if ok else ('takes a table {dataset, split} or {dataset, unlabeled = [subset, ...]}, e.g. '
+                              '{"dataset": "av1m_pp", "unlabeled": ["testA"]}')
     if key == "averages":
         ok = isinstance(value, dict) and all(isinstance(v, list) and v and all(isinstance(x, str) for x in v)
                                              for v in value.values())
@@ -447,7 +485,7 @@ def _parse(name: str, text: str) -> Protocol:
         params=data.get("params", {}),
         seeds=tuple(data.get("seeds", (0, 1, 2))),
     )
-    protocol.named_averages  # a malformed table fails when the file is read, not after a run
+    protocol.named_averages, protocol.pool  # a malformed table fails when the file is read, not after a run
     return protocol
 
 

@@ -92,6 +92,8 @@ detectors = Registry(
         "fauforensics_tiny": "avbench.detectors.fauforensics.detector:FauForensicsTinyDetector",
         "cad": "avbench.detectors.cad.detector:CADDetector",
         "cad_tiny": "avbench.detectors.cad.detector:CADTinyDetector",
+        "hola": "avbench.detectors.hola.detector:HOLADetector",
+        "hola_tiny": "avbench.detectors.hola.detector:HOLATinyDetector",
         # detectors on self-supervised features (avbench.detectors.ssl.zoo.VARIANTS), each with a `_tiny` twin
         **{name + tiny: f"avbench.detectors.ssl.zoo:{name + tiny}" for tiny in ("", "_tiny") for name in (
             "probe_avhubert_a", "probe_avhubert_v", "probe_avhubert_av", "probe_wav2vec2", "probe_whisper", "probe_clip",
@@ -108,6 +110,7 @@ datasets = Registry(
         "folder": "avbench.datasets.folder:FolderDataset",
         "fakeavceleb": "avbench.datasets.fakeavceleb:FakeAVCelebDataset",
         "av1m": "avbench.datasets.av1m:AV1MDataset",
+        "av1m_pp": "avbench.datasets.av1m:AV1MPlusDataset",
         "lavdf": "avbench.datasets.lavdf:LAVDFDataset",
         "kodf": "avbench.datasets.kodf:KoDFDataset",
         "avlips": "avbench.datasets.avlips:AVLipsDataset",

@@ -53,7 +53,7 @@ from avbench.detector import Detector
 from avbench.distributed import barrier, is_main
 from avbench.faces import Tracking
 from avbench.io import atomic_write, sha256_file, sha256_json, write_json
-from avbench.loader import ClipSet, MediaLoader
+from avbench.loader import ClipSet, MediaLoader, UnlabeledPool
 from avbench.protocol import Fold, Protocol, Selection, TestSet, select
 from avbench.reporting import reporting_to
 from avbench.scoring import SCORE_COLUMNS, InProcess, RayScorers, ScoringError
@@ -412,6 +412,10 @@ class Runner:
             return detector
         if training is None:
             training = detector.trains and self.s.checkpoint is None and self.s.protocol.trains
+        if detector.uses_pool and training and self.s.protocol.pool is None:
+            raise UsageError(f"{detector.name} learns from an unlabelled pool after fitting, and protocol "
+                             f"'{self.s.protocol.id}' names none: give one with --param "
+                             "'pool={\"dataset\": NAME, \"split\": SPLIT}', or turn the option off")
         detector.to(self.s.device)
         detector.use_loader(self.loader)
         try:
@@ -501,6 +505,10 @@ class Runner:
         timings["fit_seconds"] += time.perf_counter() - t0
         info.update(fit="fitted", train_clips=len(train), val_clips=len(val),
                     train_failed=_reasons(train.failures), val_failed=_reasons(val.failures))
+        if detector.uses_pool:
+            t0 = time.perf_counter()
+            info["pool"] = self.adapt(detector, fold, train, val, seed)
+            timings["fit_seconds"] += time.perf_counter() - t0
         if detector.history:
             info["history"] = detector.history
         if not is_main():
@@ -512,6 +520,36 @@ class Runner:
         staging.rename(model_dir)
         shutil.rmtree(training_dir, ignore_errors=True)
         return detector, info
+
+    def adapt(self, detector: Detector, fold: Fold, train: ClipSet, val: ClipSet, seed: int) -> dict:
+        """`detector.adapt` on the protocol's pool, label-stripped; what the record keeps of it: the
+        pool's fingerprint, its overlap with the fold's test sets (any overlap makes the run
+        transductive) and, per round, the pseudo-labels' counts per class and their accuracy on
+        the labels withheld from the detector."""
+        pool = self.s.protocol.pool
+        refs = self.pool_refs()
+        tokens = UnlabeledPool.tokens_for(refs, seed)
+        view = UnlabeledPool(list(tokens), lambda token: self.loader.load(tokens[token], detector.input_spec))
+        self._say(f"adapting {self.s.detector} on a pool of {len(refs)} unlabelled clips ({pool.dataset})")
+        with reporting_to(self.progress):
+            rounds = detector.adapt(train, val, view, seed=seed, device=self.s.device)
+        tested = {(r.dataset, r.clip_id) for test in fold.tests for r in self.test_refs(test)}
+        overlap = sum((r.dataset, r.clip_id) in tested for r in refs)
+        return {"dataset": pool.dataset,
+                "selection": asdict(pool.selection) if pool.selection else {"unlabeled": list(pool.unlabeled)},
+                "clips": len(refs), "fingerprint": sha256_json(sorted(f"{r.dataset}/{r.clip_id}" for r in refs)),
+                "overlap_with_test": overlap, "transductive": overlap > 0, "failed": _reasons(view.failures),
+                "rounds": [pseudo_label_stats(k + 1, labels, tokens) for k, labels in enumerate(rounds)]}
+
+    def pool_refs(self) -> list[ClipRef]:
+        """The clips of the protocol's pool: a selection of an index, or a dataset's unlabelled subsets."""
+        pool = self.s.protocol.pool
+        if pool.selection is not None:
+            return list(select(self.indexes[pool.dataset], pool.selection).refs())
+        try:
+            return registry.datasets.get(pool.dataset)().unlabeled(self.s.data_roots.get(pool.dataset), pool.unlabeled)
+        except (FileNotFoundError, ValueError) as exc:
+            raise RunError(message_of(exc)) from exc
 
     def _clip_set(self, refs, detector: Detector, remove_audio: bool = False) -> ClipSet:
         return ClipSet(list(refs), self.loader, detector.input_spec, remove_audio=remove_audio,
@@ -602,6 +640,7 @@ class Runner:
             "perturbation": self.s.protocol.spec().get("perturbation"),
             "metrics": rows,
             "problems": run_problems(scores, folds, self.display),
+            "transductive": any((info.get("pool") or {}).get("transductive", False) for info in fold_info),
             "coverage": {"total": len(scores), "scored": int(len(scores) - len(failed)), "failed": int(len(failed)),
                          "reasons": {k: int(v) for k, v in failed["reason"].value_counts().items()},
                          "fallbacks": fallback_counts(scores)},
@@ -848,6 +887,24 @@ def describe_empty(index: ClipIndex, selection: Selection, protocol: Protocol) -
 
 def _num(v):
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+
+
+def pseudo_label_stats(round_number: int, labels: dict[str, int], tokens: dict[str, ClipRef]) -> dict:
+    """One adaptation round's pseudo-labels against the withheld labels (those the dataset has)."""
+    unknown = sorted(set(labels) - set(tokens))
+    if unknown:
+        raise RunError(f"the detector's round {round_number} pseudo-labels clips that are not in the pool: {unknown[:5]}")
+    if any(value not in (0, 1) for value in labels.values()):
+        raise RunError(f"round {round_number}: pseudo-labels are 0 (real) or 1 (fake)")
+    known = {t: int(v) for t, v in labels.items() if tokens[t].label in (0, 1)}
+    right = [tokens[t].label == v for t, v in known.items()]
+    per_class = {name: sum(v == label for v in labels.values()) for label, name in ((0, "real"), (1, "fake"))}
+    accuracy = {name: (sum(tokens[t].label == v for t, v in known.items() if v == label)
+                       / max(1, sum(v == label for v in known.values())))
+                for label, name in ((0, "real"), (1, "fake")) if any(v == label for v in known.values())}
+    return {"round": round_number, "pseudo_labels": len(labels), "per_class": per_class,
+            "with_withheld_label": len(known), "accuracy": sum(right) / len(right) if right else None,
+            "precision_per_class": accuracy}
 
 
 def fallback_counts(scores: pd.DataFrame) -> dict[str, int]:

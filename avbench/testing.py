@@ -6,6 +6,7 @@ download. `sample_media(directory)` writes the whole set; the building blocks ar
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avbench.detector import Detector, InputSpec
 from avbench.detectors.random_baseline import RandomDetector
 from avbench.encode import write_media
 from avbench.loader import MediaLoader
@@ -164,3 +166,46 @@ class ScorerKiller(RandomDetector):
         if "crash" in clip.ref.path.name:
             os.abort()
         return super().score(clip)
+
+
+class PoolSpy(Detector):
+    """A detector that learns from an unlabelled pool, for the tests of the transductive hook: it fits a
+    loudness threshold on the training clips, pseudo-labels every pool clip by it (one round), and
+    writes what it was handed of each pool clip (every field of its ref, the clip's own fields) to the
+    JSON file `spy_log`, so a test can prove that no label reached it."""
+
+    name = "pool_spy"
+    trains = True
+    uses_pool = True
+    scores_are_probabilities = False
+    input_spec = InputSpec(fps=None, audio=True)
+
+    def __init__(self, spy_log: str = "pool_spy.json"):
+        self.spy_log = spy_log
+        self.threshold = 0.0
+
+    @staticmethod
+    def loudness(clip) -> float:
+        return float(np.sqrt(np.mean(np.square(clip.audio)))) if clip.audio is not None and len(clip.audio) else 0.0
+
+    def fit(self, train, val, seed, device="cpu"):
+        self.threshold = float(np.median([self.loudness(clip) for clip in train]))
+        return self
+
+    def adapt(self, train, val, pool, seed, device="cpu"):
+        seen, labels = [], {}
+        for token, clip in pool.clips():
+            seen.append({"token": token, "ref": {k: str(v) for k, v in vars(clip.ref).items()},
+                         "clip": sorted(k for k, v in vars(clip).items() if v is not None and k != "ref")})
+            labels[token] = int(self.loudness(clip) > self.threshold)
+        Path(self.spy_log).write_text(json.dumps({"tokens": pool.tokens, "seen": seen}))
+        return [labels]
+
+    def score(self, clip) -> float:
+        return self.loudness(clip) - self.threshold
+
+    def state_dict(self):
+        return {"threshold": np.array(self.threshold)}
+
+    def load_state_dict(self, state):
+        self.threshold = float(state["threshold"])

@@ -15,8 +15,10 @@ group = `original` without extension (the clip itself for a real), relative to t
 train and val clips made from one source utterance share it; meta keeps the per-modality segments and the
 release ("AV1M" or "AV1M++": an entry with video_model is ++).
 
-Both releases are indexed as dataset "av1m" with display name "AV1M": an adapter has one display name, so
-results on ++ are labelled "AV1M" in leaderboards until the index carries the release (meta has it).
+Both releases are read by dataset "av1m" (display name "AV1M"); "av1m_pp" reads the same layout under
+the display name "AV1M++", so that results on ++ are labelled as the papers label them. Test subsets
+published without labels (++'s testA and testB `_files.txt`) are never indexed, but `unlabeled` lists
+them for an unlabelled pool (protocol `pool`).
 
 The metadata of the full dataset holds over a million entries: each file is parsed once with `json` and
 everything after is column-wise pandas; the media check is one walk of each subset folder.
@@ -32,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from avbench.adapter import DatasetAdapter
-from avbench.clips import INDEX_COLUMNS, ClipIndex
+from avbench.clips import INDEX_COLUMNS, UNLABELED, ClipIndex, ClipRef
 from avbench.dataset_files import files_under
 
 #: modify_type -> (video_label, audio_label); label is 1 for all but real.
@@ -57,13 +59,33 @@ class AV1MDataset(DatasetAdapter):
     #: DATASETS.md, for the whole of AV1M (test included, whose labels are withheld); none published for ++.
     published_counts = {"real": 286_721, "fake": 860_039}
 
+    def unlabeled(self, root: Path | str | None, subsets: tuple[str, ...]) -> list[ClipRef]:
+        """The clips `<subset>_files.txt` lists for test subsets published without labels (label
+        UNLABELED), for an unlabelled pool; a subset whose labels are published is a split instead."""
+        root = self.check_root(root)
+        refs = []
+        for subset in subsets:
+            listing, metadata = root / f"{subset}_files.txt", root / f"{subset}_metadata.json"
+            if SUBSETS.get(subset) != "test":
+                raise ValueError(f"dataset '{self.name}': {subset} is not a test subset ({', '.join(SUBSETS)})")
+            if metadata.is_file():
+                raise ValueError(f"dataset '{self.name}': {metadata} publishes {subset}'s labels: name its split "
+                                 "as the pool instead")
+            if not listing.is_file():
+                raise FileNotFoundError(f"dataset '{self.name}': no {listing} listing the unlabelled {subset} clips")
+            with open(listing, encoding="utf-8") as fh:
+                files = [line.strip() for line in fh if line.strip()]
+            refs += [ClipRef(clip_id=str(Path(subset, f).with_suffix("")), dataset=self.name, path=root / subset / f,
+                             label=UNLABELED, split=subset) for f in files]
+        return refs
+
     def index(self, root: Path | str | None) -> ClipIndex:
         root = self.check_root(root)
         frames, problems = [], []
         for subset, split in SUBSETS.items():
             metadata, listing = root / f"{subset}_metadata.json", root / f"{subset}_files.txt"
             if metadata.is_file():
-                frames.append(_index_subset(root, subset, split, metadata, problems))
+                frames.append(_index_subset(root, subset, split, metadata, problems, self.name))
             elif listing.is_file():
                 with open(listing, encoding="utf-8") as fh:
                     count = sum(1 for line in fh if line.strip())
@@ -76,7 +98,8 @@ class AV1MDataset(DatasetAdapter):
         return ClipIndex(pd.concat(frames, ignore_index=True), root, problems)
 
 
-def _index_subset(root: Path, subset: str, split: str, metadata: Path, problems: list[str]) -> pd.DataFrame:
+def _index_subset(root: Path, subset: str, split: str, metadata: Path, problems: list[str],
+                  dataset: str = "av1m") -> pd.DataFrame:
     entries = read_entries(metadata, FIELDS)
     entries["fake_segments"] = segments_json(entries["fake_segments"])
     entries = drop_invalid(entries, metadata.name, problems, [
@@ -106,7 +129,7 @@ def _index_subset(root: Path, subset: str, split: str, metadata: Path, problems:
     frame = drop_duplicate_files(frame, metadata.name, problems, ["label", "category", "method", "fake_segments"])
     frame = modality_labels(frame, metadata.name, problems, "modify_type {category!r} but fake_segments {fake_segments}")
     problems += missing_media(root, frame, metadata.name)
-    return finish(frame, "av1m")
+    return finish(frame, dataset)
 
 
 # -- shared with LAV-DF ------------------------------------------------------------------------------
@@ -221,3 +244,13 @@ def missing_media(root: Path, frame: pd.DataFrame, source: str) -> list[str]:
 def finish(frame: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """The index columns of adapter rows (file, path, labels, ...): clip id, dataset, no separate audio."""
     return frame.assign(clip_id=strip_extension(frame["path"]), dataset=dataset, audio_path=pd.NA)[list(INDEX_COLUMNS)]
+
+
+class AV1MPlusDataset(AV1MDataset):
+    """AV-Deepfake1M++ under its own name, so leaderboards say "AV1M++" (the same reader as av1m)."""
+
+    name = "av1m_pp"
+    display_name = "AV1M++"
+    description = ("AV-Deepfake1M++ (2025 challenge): VoxCeleb2 and LRS3 talking heads, more generators; train and "
+                   "val labelled, testA and testB unlabelled.")
+    published_counts: dict[str, int] = {}

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from avbench.clips import ClipIndex
-from avbench.datasets.av1m import AV1MDataset
+from avbench.clips import UNLABELED, ClipIndex
+from avbench.datasets.av1m import AV1MDataset, AV1MPlusDataset
 from avbench.encode import write_media
 from avbench.testing import talking_face
 
@@ -161,6 +161,15 @@ def test_av1m_plus_plus_corpus_prefix_video_model_and_two_test_sets(tmp_path, me
         "testB_files.txt: 2 testB clips have no published labels (no testB_metadata.json); left out of the index",
     ]
 
+    pool = AV1MPlusDataset().unlabeled(tmp_path, ("testA", "testB"))
+    assert [(r.clip_id, r.label, r.dataset, r.split, r.path) for r in pool] == [
+        ("testA/lrs3/a/b/c/real", UNLABELED, "av1m_pp", "testA", tmp_path / "testA/lrs3/a/b/c/real.mp4"),
+        ("testB/x", UNLABELED, "av1m_pp", "testB", tmp_path / "testB/x.mp4"),
+        ("testB/y", UNLABELED, "av1m_pp", "testB", tmp_path / "testB/y.mp4")]
+    assert AV1MPlusDataset().index(tmp_path).datasets == ["av1m_pp"] and AV1MPlusDataset.display_name == "AV1M++"
+    with pytest.raises(ValueError, match="not a test subset"):
+        AV1MPlusDataset().unlabeled(tmp_path, ("train",))
+
 
 def test_a_test_subset_with_metadata_is_indexed_as_test(tmp_path, media):
     write_dataset(tmp_path, media, {"test": [entry("id00005/v/00001/real.mp4", "real")]},
@@ -168,6 +177,10 @@ def test_a_test_subset_with_metadata_is_indexed_as_test(tmp_path, media):
     index = AV1MDataset().index(tmp_path)
     assert [(ref.clip_id, ref.split) for ref in index.refs()] == [("test/id00005/v/00001/real", "test")]
     assert index.problems == []
+    with pytest.raises(ValueError, match="publishes test's labels"):
+        AV1MDataset().unlabeled(tmp_path, ("test",))  # labelled: a split, not an unlabelled pool
+    with pytest.raises(FileNotFoundError, match="testA_files.txt"):
+        AV1MDataset().unlabeled(tmp_path, ("testA",))
 
 
 def test_missing_or_malformed_metadata_is_an_error_naming_the_file(tmp_path):

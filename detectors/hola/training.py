@@ -1,0 +1,286 @@
+"""HOLA fine-tuning and PSSI on avbench.training's Trainer (spec section 4).
+
+Fine-tuning, where the paper is silent (the spec's defaults):
+- cross-entropy on two classes, no label smoothing, no class balancing (the ratio is recorded);
+- AdamW, betas (0.9, 0.999), eps 1e-8, weight decay 0.02 (none on biases, norms, position and
+  region tokens), peak lr 1.5e-4 absolute (`lr_scale: linear256` multiplies it by batch / 256 as
+  upstream does), cosine per step to 1e-6, no warm-up; layer-wise decay 0.75 over the encoders'
+  blocks (a block at depth i of D learns at 0.75 ** (D + 1 - i) of the heads' rate); bf16 autocast
+  on CUDA; no gradient clipping;
+- augmentation: one random frame per segment, RandomResizedCrop and a horizontal flip (preprocess.py);
+- selection: the epoch of best AUC on a dev slice held out from the training clips (2% of whole
+  speakers, seeded), never on a split the protocol reports.
+
+PSSI (self-training on pseudo-labels, transductive when its pool is a test set): after
+fine-tuning, each round scores the pool, keeps the clips the model is sure of (P(fake) >= 1 - tau:
+fake, <= tau: real), and trains on the training clips plus those for `epochs_per_round` epochs
+from the current weights at peak lr 1.5e-5, selecting on the dev slice; the pseudo-labels are
+recomputed each round (`accumulate` keeps every earlier round's too). The number of rounds is fixed
+beforehand (`rounds`), or with `select_rounds="dev"` the round of best dev AUC is kept. The pool is
+an avbench.loader.UnlabeledPool: the detector never sees its labels.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from avbench.clips import ClipError
+from avbench.training import Selection, Trainer, autocast, chunks, clips_digest, holdout
+
+from .model import HOLA
+from .preprocess import Crop, fbank128, frame_indices, mfcc32, video_tensor
+
+if TYPE_CHECKING:
+    from avbench.clips import Clip
+    from avbench.loader import ClipSet, UnlabeledPool
+
+SELECTION = Selection("auc", "max", tie_break=("loss", "min"))
+#: Share of the training speakers held out as the dev slice.
+DEV_FRACTION = 0.02
+#: Declared fallbacks of a scored clip (Clip.fallbacks).
+FRAMES_REPEATED = "frames_repeated"
+SILENT_TRACK = "silent_track"
+
+
+def clip_inputs(clip: "Clip", model: HOLA, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, tuple]:
+    """(video (3, T, S, S), audio (1, frames, bins) or (16, 32) under mfcc32, fallbacks) of one clip;
+    `generator` draws the training frames and crop, None gives the evaluation view."""
+    cfg = model.cfg
+    if clip.frames is None or not len(clip.frames):
+        raise ValueError(f"{clip.ref.path}: HOLA needs the clip's frames; load it with the detector's input_spec")
+    frames, size = cfg.video.input_size[0], cfg.video.input_size[1]
+    sample = frame_indices(len(clip.frames), frames, generator)
+    crop = None if generator is None else Crop.draw(round(size * 224 / 160), generator)
+    video = video_tensor(clip.frames[sample.indices], size, crop)
+    audio = None if clip.audio_removed or clip.audio is None or not len(clip.audio) else clip.audio
+    samples = round(len(clip.frames) / (clip.fps or 25.0) * clip.sample_rate)
+    if cfg.audio_frontend == "mfcc32":
+        spectrum = mfcc32(audio, samples)
+    else:
+        spectrum = fbank128(audio, samples, *cfg.audio.input_size)
+    fallbacks = ((FRAMES_REPEATED,) if sample.repeated else ()) + ((SILENT_TRACK,) if audio is None else ())
+    return video, spectrum, fallbacks
+
+
+def fake_probabilities(model: HOLA, inputs: Iterable[tuple[Tensor, Tensor]], batch_size: int,
+                       device: torch.device) -> Tensor:
+    """Softmax P(fake) of each (video, audio) pair, float64 on the CPU, in batches of `batch_size`
+    as the inputs come (a large pool or dev slice is never held in memory at once)."""
+    out, batch = [], []
+    model.eval()
+
+    def flush():
+        with torch.inference_mode(), autocast(device):
+            logits = model(torch.stack([v for v, _ in batch]).to(device), torch.stack([a for _, a in batch]).to(device))
+        out.append(logits.double().softmax(-1)[:, 1].cpu())
+        batch.clear()
+
+    for pair in inputs:
+        batch.append(pair)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+class Example(NamedTuple):
+    """One training clip: how to load it, its label (given or pseudo) and its speaker."""
+
+    load: Callable[[], "Clip"]
+    label: int
+    identity: str
+    clip_id: str  # the clip's id, or a pool token (what clips_digest reads)
+
+
+class HOLATraining:
+    """The TrainingTask: examples drawn in a seeded order each epoch, one random view each."""
+
+    def __init__(self, model: HOLA, examples: list[Example], dev: list[Example], batch_size: int,
+                 device: torch.device, eval_batch_size: int):
+        self.model, self.examples, self.dev_examples = model, examples, dev
+        self.batch_size, self.eval_batch_size, self.dev = batch_size, eval_batch_size, device
+
+    def epoch_jobs(self, generator: torch.Generator) -> list[list[tuple[int, int]]]:
+        order = torch.randperm(len(self.examples), generator=generator).tolist()
+        jobs = [(k, int(torch.randint(2**31 - 1, (1,), generator=generator))) for k in order]
+        if len(jobs) % self.batch_size == 1 and len(jobs) > 1:
+            jobs = jobs[:-1]  # a batch of one sample: the BatchNorm of the projection cannot train on it
+        return chunks(jobs, self.batch_size)
+
+    def make_batch(self, job: Sequence[tuple[int, int]]):
+        videos, audios = [], []
+        for k, view_seed in job:
+            video, audio, _ = clip_inputs(self.examples[k].load(), self.model, torch.Generator().manual_seed(view_seed))
+            videos.append(video)
+            audios.append(audio)
+        return torch.stack(videos), torch.stack(audios), torch.tensor([self.examples[k].label for k, _ in job])
+
+    def losses(self, batch, job, generator) -> dict[str, Tensor]:
+        video, audio, labels = batch
+        with autocast(self.dev):
+            logits = self.model(video.to(self.dev), audio.to(self.dev))
+        return {"total": F.cross_entropy(logits.float(), labels.to(self.dev))}
+
+    def validate(self, record: dict) -> dict | None:
+        if not self.dev_examples:
+            return None
+        from sklearn.metrics import roc_auc_score
+
+        p = fake_probabilities(self.model, (clip_inputs(e.load(), self.model)[:2] for e in self.dev_examples),
+                               self.eval_batch_size, self.dev).numpy()
+        labels = np.array([e.label for e in self.dev_examples])
+        loss = float(-np.mean(np.log(np.clip(np.where(labels == 1, p, 1 - p), 1e-12, None))))
+        auc = float(roc_auc_score(labels, p)) if len(set(labels.tolist())) == 2 else None
+        return {"auc": auc, "loss": loss, "clips": len(labels)}
+
+
+# -- optimiser and schedule -----------------------------------------------------------------------------
+
+def parameter_groups(model: HOLA, weight_decay: float, layer_decay: float) -> list[dict]:
+    """AdamW groups by (layer, decay): lr_scale = layer_decay ** (num_layers - layer_id) (the heads at
+    1), weight decay on matrices and kernels only."""
+    groups: dict[tuple[int, bool], dict] = {}
+    top = model.num_layers
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        layer = model.layer_id(name)
+        decay = p.ndim > 1 and not name.endswith(("lg_region_tokens", "cls_token", "pos_embed"))
+        group = groups.setdefault((layer, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0,
+                                                   "lr_scale": layer_decay ** (top - layer),
+                                                   "name": f"layer{layer}_{'decay' if decay else 'no_decay'}"})
+        group["params"].append(p)
+    return [groups[k] for k in sorted(groups, key=lambda k: (-k[0], not k[1]))]  # the heads' group first: "lr"
+
+
+def cosine(steps: int, peak: float, floor: float) -> Callable[[int], float]:
+    """Multiplier of the peak lr at each step: cosine from 1 to floor / peak over `steps`."""
+    low = floor / peak
+
+    def factor(step: int) -> float:
+        return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
+    return factor
+
+
+def train_epochs(model: HOLA, task: HOLATraining, *, epochs: int, lr: float, min_lr: float, weight_decay: float,
+                 layer_decay: float, seed: int, device: torch.device, directory: Path | None, key: dict,
+                 name: str) -> list[dict]:
+    groups = parameter_groups(model, weight_decay, layer_decay)
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
+    optimiser = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    steps = max(1, len(task.epoch_jobs(torch.Generator().manual_seed(0)))) * epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, cosine(steps, lr, min_lr))
+    trainer = Trainer(epochs=epochs, schedule_every="step", select=SELECTION)
+    return trainer.fit(model, optimiser, scheduler, task, seed=seed, device=device, directory=directory, key=key,
+                       name=name)
+
+
+# -- fine-tuning and PSSI --------------------------------------------------------------------------------
+
+def labelled_examples(clips: "ClipSet") -> list[Example]:
+    """The clips of a set that load, each loaded again through the loader (and its cache) when needed."""
+    examples = []
+    for ref, clip in clips.results():
+        if not isinstance(clip, ClipError):
+            examples.append(Example(lambda ref=ref: clips.loader.load(ref, clips.spec, clips.remove_audio), ref.label,
+                                    ref.identity, ref.clip_id))
+    return examples
+
+
+def split_dev(examples: list[Example], seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, dev): the dev slice is DEV_FRACTION of whole speakers, seeded (avbench.training.holdout)."""
+    keep, held = holdout(np.array([e.label for e in examples]), seed, fraction=DEV_FRACTION,
+                         identities=[e.identity for e in examples])
+    return [examples[i] for i in keep], [examples[i] for i in held]
+
+
+class Recipe(NamedTuple):
+    epochs: int
+    batch_size: int
+    lr: float
+    min_lr: float
+    weight_decay: float
+    layer_decay: float
+    eval_batch_size: int
+
+
+def finetune(model: HOLA, train: "ClipSet", *, seed: int, device: str, recipe: Recipe, directory: Path | None
+             ) -> tuple[list[dict], list[Example], list[Example]]:
+    """Fine-tune in place on the training clips minus the dev slice; (history, train examples, dev)."""
+    dev_device = torch.device(device)
+    model.to(dev_device)
+    examples, dev = split_dev(labelled_examples(train), seed)
+    if len(examples) < 2 or not dev:
+        raise ValueError(f"HOLA needs training clips of two speakers at least ({len(examples)} usable of "
+                         f"{len(train.refs)}; failed: {sorted({e.reason for e in train.failures.values()})})")
+    task = HOLATraining(model, examples, dev, recipe.batch_size, dev_device, recipe.eval_batch_size)
+    key = {"kind": "hola", "config": model.cfg.as_dict(), "seed": seed, **recipe._asdict(),
+           "train": clips_digest(examples), "dev": clips_digest(dev)}
+    history = train_epochs(model, task, epochs=recipe.epochs, lr=recipe.lr, min_lr=recipe.min_lr,
+                           weight_decay=recipe.weight_decay, layer_decay=recipe.layer_decay, seed=seed,
+                           device=dev_device, directory=directory, key=key, name="HOLA")
+    return history, examples, dev
+
+
+class PSSI(NamedTuple):
+    rounds: int
+    tau: float
+    epochs_per_round: int
+    lr: float
+    accumulate: bool
+    select_rounds: str  # "fixed" | "dev"
+
+
+def pseudo_label_rounds(model: HOLA, examples: list[Example], dev: list[Example], pool: "UnlabeledPool", *,
+                        seed: int, device: str, recipe: Recipe, pssi: PSSI, directory: Path | None
+                        ) -> tuple[list[dict[str, int]], list[dict]]:
+    """PSSI's rounds in place; (each round's pseudo-labels {token: 0|1}, each round's history)."""
+    dev_device = torch.device(device)
+    rounds: list[dict[str, int]] = []
+    histories: list[dict] = []
+    kept: dict[str, int] = {}
+    best = None
+    for k in range(pssi.rounds):
+        scored = score_pool(model, pool, recipe.eval_batch_size, dev_device)
+        labels = {t: int(p >= 0.5) for t, p in scored.items() if p >= 1 - pssi.tau or p <= pssi.tau}
+        kept = {**kept, **labels} if pssi.accumulate else labels
+        rounds.append(dict(labels))
+        pseudo = [Example(lambda t=t: pool.load(t), label, "", t) for t, label in kept.items()]
+        task = HOLATraining(model, examples + pseudo, dev, recipe.batch_size, dev_device, recipe.eval_batch_size)
+        key = {"kind": "hola_pssi", "round": k + 1, "config": model.cfg.as_dict(), "seed": seed,
+               "pseudo": clips_digest(pseudo), **pssi._asdict()}
+        history = train_epochs(model, task, epochs=pssi.epochs_per_round, lr=pssi.lr, min_lr=recipe.min_lr,
+                               weight_decay=recipe.weight_decay, layer_decay=recipe.layer_decay, seed=seed + k + 1,
+                               device=dev_device, directory=None if directory is None else directory / f"round{k + 1}",
+                               key=key, name=f"HOLA PSSI round {k + 1}")
+        dev_auc = max((r.get("val_auc") or 0.0 for r in history), default=0.0)
+        histories.append({"round": k + 1, "pseudo_labels": len(labels), "trained_on": len(pseudo),
+                          "dev_auc": dev_auc, "history": history})
+        if pssi.select_rounds == "dev" and (best is None or dev_auc > best[0]):
+            best = (dev_auc, k + 1, {n: v.detach().clone() for n, v in model.state_dict().items()})
+    if best is not None:
+        model.load_state_dict(best[2])
+        rounds = rounds[:best[1]]
+    return rounds, histories
+
+
+def score_pool(model: HOLA, pool: "UnlabeledPool", batch_size: int, device: torch.device) -> dict[str, float]:
+    """P(fake) of every pool clip that loads, by token (the evaluation view)."""
+    tokens: list[str] = []
+
+    def inputs():
+        for token, clip in pool.clips():
+            tokens.append(token)
+            yield clip_inputs(clip, model)[:2]
+
+    p = fake_probabilities(model, inputs(), batch_size, device)
+    return dict(zip(tokens, p.tolist()))
