@@ -14,8 +14,6 @@ of training and no throughput.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import time
 
 import numpy as np
@@ -24,7 +22,7 @@ import torch
 from avbench.detectors.cad.model import CAD, CADConfig, total_loss
 from avbench.detectors.cad.preprocess import FACE_SIZE, audio_padding, clip_frames, whisper_mel
 from avbench.detectors.cad.training import Augment, parameter_groups
-from avbench.training import peak_memory_mib
+from model_timing import arguments, report
 
 
 def preprocess_seconds(frames: int, augment: bool) -> float:
@@ -42,72 +40,27 @@ def preprocess_seconds(frames: int, augment: bool) -> float:
     return best
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure(model: CAD, device: torch.device, dtype: str, batch: int, iters: int, train: bool) -> float:
-    g = torch.Generator().manual_seed(0)
-    cfg = model.cfg
-    frames = torch.randn(batch, cfg.frames, 3, FACE_SIZE, FACE_SIZE, generator=g).to(device)
-    mel = torch.randn(batch, 80, 3000, generator=g).to(device)
-    padding = audio_padding([500 + 100 * k for k in range(batch)]).to(device)  # clips of 10 s and more
-    labels = torch.arange(batch, device=device) % 2
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
-    optimiser = torch.optim.Adam(parameter_groups(model, 5e-4), lr=2e-4) if train else None
-
-    def step():
-        if train:
-            optimiser.zero_grad(set_to_none=True)
-            with autocast:
-                loss = total_loss(model(frames, mel, padding), labels, cfg).total
-            loss.backward()
-            optimiser.step()
-        else:
-            with torch.inference_mode(), autocast:
-                model(frames, mel, padding)
-
-    model.train(train)
-    step()  # warm-up
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    _sync(device)
-    return batch * iters / (time.perf_counter() - start)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--config", choices=("full", "tiny"), default="full")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "both"), default="both")
-    parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--frames", type=int, default=16)
-    args = parser.parse_args()
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    args = arguments(__doc__, frames=(int, 16))
     cfg = (CADConfig(random_init=True, frames=args.frames) if args.config == "full"
            else CADConfig.tiny(frames=args.frames))
     torch.manual_seed(0)
-    model = CAD(cfg).to(device)
+    model = CAD(cfg).to(args.device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     print(f"CAD {args.config}: {trainable / 1e6:.1f}M trainable + {frozen / 1e6:.1f}M frozen parameters, "
-          f"{cfg.frames} frames of {FACE_SIZE} px + 30 s of audio a sample, batch {args.batch}, {device}, "
+          f"{cfg.frames} frames of {FACE_SIZE} px + 30 s of audio a sample, batch {args.batch}, {args.device}, "
           f"{torch.get_num_threads()} CPU threads")
     for augment in (False, True):
         print(f"preprocessing one sample on the CPU{' with every augmentation' if augment else ''}: "
               f"{preprocess_seconds(cfg.frames, augment) * 1000:.0f} ms")
-    for dtype in (("fp32", "bf16") if args.dtype == "both" else (args.dtype,)):
-        for train in (True, False):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            rate = measure(model, device, dtype, args.batch, args.iters, train)
-            print(f"{dtype} {'training' if train else 'scoring '}: {rate:.2f} samples/s, peak "
-                  f"{peak_memory_mib(device) / 1024:.2f} GiB "
-                  + ("allocated (torch.cuda peak)" if device.type == "cuda" else "RSS (process peak so far)"))
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randn(args.batch, cfg.frames, 3, FACE_SIZE, FACE_SIZE, generator=g).to(args.device)
+    mel = torch.randn(args.batch, 80, 3000, generator=g).to(args.device)
+    padding = audio_padding([500 + 100 * k for k in range(args.batch)]).to(args.device)  # clips of 10 s and more
+    labels = torch.arange(args.batch, device=args.device) % 2
+    report(model, lambda: total_loss(model(frames, mel, padding), labels, cfg).total,
+           lambda: torch.optim.Adam(parameter_groups(model, 5e-4), lr=2e-4), args, "samples")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ groups; scoring is the forward pass under inference_mode. The preprocessing time
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import time
 
 import numpy as np
@@ -24,7 +22,7 @@ import torch.nn.functional as F
 from avbench.detectors.hola.model import HOLA, HOLAConfig
 from avbench.detectors.hola.preprocess import fbank128, frame_indices, video_tensor
 from avbench.detectors.hola.training import parameter_groups
-from avbench.training import peak_memory_mib
+from model_timing import arguments, report
 
 
 def preprocess_seconds(cfg: HOLAConfig, seconds: float) -> float:
@@ -42,65 +40,21 @@ def preprocess_seconds(cfg: HOLAConfig, seconds: float) -> float:
     return best
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure(model: HOLA, device: torch.device, dtype: str, batch: int, iters: int, train: bool) -> float:
-    g = torch.Generator().manual_seed(0)
-    video = torch.randn(batch, *model.cfg.video.input_shape, generator=g).to(device)
-    audio = torch.randn(batch, *model.cfg.audio.input_shape, generator=g).to(device)
-    labels = torch.arange(batch, device=device) % 2
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
-    optimiser = torch.optim.AdamW(parameter_groups(model, 0.02, 0.75), lr=1.5e-4) if train else None
-
-    def step():
-        if train:
-            optimiser.zero_grad(set_to_none=True)
-            with autocast:
-                loss = F.cross_entropy(model(video, audio).float(), labels)
-            loss.backward()
-            optimiser.step()
-        else:
-            with torch.inference_mode(), autocast:
-                model(video, audio)
-
-    model.train(train)
-    step()  # warm-up
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    _sync(device)
-    return batch * iters / (time.perf_counter() - start)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--config", choices=("full", "tiny"), default="full")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "both"), default="both")
-    parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=8.0)
-    args = parser.parse_args()
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    args = arguments(__doc__, seconds=(float, 8.0))
     cfg = HOLAConfig() if args.config == "full" else HOLAConfig.tiny()
     torch.manual_seed(0)
-    model = HOLA(cfg).to(device)
+    model = HOLA(cfg).to(args.device)
     params = sum(p.numel() for p in model.parameters())
     print(f"HOLA {args.config}: {params / 1e6:.1f}M parameters, video {tuple(cfg.video.input_shape)}, audio "
-          f"{tuple(cfg.audio.input_shape)}, batch {args.batch}, {device}, {torch.get_num_threads()} CPU threads")
+          f"{tuple(cfg.audio.input_shape)}, batch {args.batch}, {args.device}, {torch.get_num_threads()} CPU threads")
     print(f"preprocessing one {args.seconds:g} s clip on the CPU: {preprocess_seconds(cfg, args.seconds) * 1000:.0f} ms")
-    for dtype in (("fp32", "bf16") if args.dtype == "both" else (args.dtype,)):
-        for train in (True, False):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            rate = measure(model, device, dtype, args.batch, args.iters, train)
-            print(f"{dtype} {'fine-tuning' if train else 'scoring    '}: {rate:.2f} clips/s, peak "
-                  f"{peak_memory_mib(device) / 1024:.2f} GiB "
-                  + ("allocated (torch.cuda peak)" if device.type == "cuda" else "RSS (process peak so far)"))
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(args.batch, *cfg.video.input_shape, generator=g).to(args.device)
+    audio = torch.randn(args.batch, *cfg.audio.input_shape, generator=g).to(args.device)
+    labels = torch.arange(args.batch, device=args.device) % 2
+    report(model, lambda: F.cross_entropy(model(video, audio).float(), labels),
+           lambda: torch.optim.AdamW(parameter_groups(model, 0.02, 0.75), lr=1.5e-4), args, "clips", "fine-tuning")
 
 
 if __name__ == "__main__":
