@@ -29,6 +29,7 @@ from avbench.cli_support import (DETECT_EVERY, EXIT_ERROR, EXIT_REGRESSION, EXIT
 from avbench.cli_support import main as _main
 from avbench.detectors.avhubert.cli import app as avhubert_app
 from avbench.detectors.havic.cli import app as havic_app
+from avbench.detectors.hola.cli import app as hola_app
 
 console = Console()
 
@@ -49,6 +50,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(protocols_app, name="protocols")
 app.add_typer(avhubert_app, name="avhubert")
 app.add_typer(havic_app, name="havic")
+app.add_typer(hola_app, name="hola")
 
 
 def entry() -> None:

@@ -93,3 +93,18 @@ def load_strict(model: nn.Module, state: dict[str, Tensor], source: str, *, assi
                               + ": " + "; ".join(problems))
     model.load_state_dict({k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()},
                           strict=True, assign=assign)
+
+
+def safetensors_bytes(state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors.torch.save with its JSON header in sorted order. The library writes the metadata
+    from a hash map whose order changes from one call to the next, so the same tensors would give
+    other bytes, and another sha256, each time they are saved."""
+    import json
+
+    from safetensors.torch import save
+
+    raw = save(state, metadata=metadata)
+    length = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data stays 8-byte aligned, as the library keeps it
+    return len(header).to_bytes(8, "little") + header + raw[8 + length:]

@@ -428,3 +428,18 @@ def test_a_weights_file_works_as_checkpoint_and_option(tmp_path):
     with pytest.raises(ValueError, match="not a havic_tiny checkpoint"):
         HAVICTinyDetector.load(other)
 
+
+
+def test_safetensors_bytes_are_the_same_for_the_same_tensors_and_read_back():
+    """safetensors orders its header by a hash map: avbench sorts it, so a file's sha256 is stable."""
+    from safetensors.torch import load
+
+    from avbench.weights import safetensors_bytes
+
+    state = {f"t{k}": torch.full((k + 1,), float(k)) for k in range(6)}
+    metadata = {name: name.upper() for name in ("model", "tiny", "seed", "config", "format", "producer")}
+    written = {safetensors_bytes(state, metadata) for _ in range(20)}
+    assert len(written) == 1
+    (data,) = written
+    assert int.from_bytes(data[:8], "little") % 8 == 0
+    assert all(torch.equal(load(data)[k], v) for k, v in state.items())

@@ -80,7 +80,7 @@ def pretrain(
     """
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from safetensors.torch import save as safetensors_bytes
+    from avbench.weights import safetensors_bytes
 
     from avbench import protocol as protocols
     from avbench.cache import MediaCache
