@@ -206,7 +206,7 @@ def folder(root: Path, data: bytes, per_label: int = 3) -> Path:
     return root
 
 
-BUILDERS = {"fakeavceleb": fakeavceleb, "av1m": av1m, "lavdf": lavdf, "kodf": kodf, "avlips": avlips,
+BUILDERS = {"fakeavceleb": fakeavceleb, "av1m": av1m, "av1m_pp": av1m, "lavdf": lavdf, "kodf": kodf, "avlips": avlips,
             "hifi_avdf": hifi_avdf, "idforge": idforge, "ffpp": ffpp, "celebdf": celebdf, "folder": folder}
 
 
