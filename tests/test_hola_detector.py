@@ -105,3 +105,27 @@ def test_layer_wise_decay_and_the_cosine_schedule():
         (1 + 1e-6 / 1.5e-4) / 2)
     assert all(not math.isnan(factor(k)) for k in range(12))
     assert torch.is_tensor(next(iter(groups[0]["params"])))
+
+
+def test_upstreams_regularisers_are_flags_that_mix_what_they_claim():
+    from avbench.detectors.hola.training import Regularisation, erase, mix
+
+    g = torch.Generator().manual_seed(0)
+    video, audio, labels = torch.zeros(4, 3, 4, 32, 32), torch.zeros(4, 1, 32, 16), torch.tensor([0, 0, 1, 1])
+    video[2:], audio[2:] = 1.0, 1.0
+    same = mix(video, audio, labels, Regularisation(), g)
+    assert same[0] is video and torch.equal(same[2], torch.tensor([[1.0, 0], [1, 0], [0, 1], [0, 1]]))
+    smoothed = mix(video, audio, labels, Regularisation(label_smoothing=0.1), g)[2]
+    assert torch.allclose(smoothed[0], torch.tensor([0.95, 0.05]))
+    mixed_video, mixed_audio, targets = mix(video, audio, labels, Regularisation(mixup=0.8), g)
+    lam = float(targets[0, 0])  # the first clip (real) mixed with the last (fake)
+    assert torch.allclose(mixed_video[0], torch.full_like(mixed_video[0], 1 - lam))
+    assert torch.allclose(mixed_audio[0], torch.full_like(mixed_audio[0], 1 - lam))
+    assert torch.allclose(targets.sum(1), torch.ones(4))
+    cut_video, _, cut_targets = mix(video, audio, labels, Regularisation(cutmix=1.0), g)
+    assert torch.allclose(cut_targets[0, 1], cut_video[0].mean())  # the fake share is the pasted area
+    erased = erase(torch.zeros(3, 4, 32, 32), g)
+    changed = erased != 0
+    assert changed.any() and torch.equal(changed[:, 0], changed[:, 3])  # one rectangle on every frame
+    with pytest.raises(ValueError, match="random_erasing"):
+        HOLATinyDetector(random_erasing=1.5)

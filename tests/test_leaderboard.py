@@ -286,3 +286,23 @@ def test_cad_published_numbers_meet_the_protocols_that_reproduce_them():
     for k, (*_, expected) in enumerate(cells):
         published = board.loc[f"d{k}", "published"]
         assert (math.isnan(published) if expected is None else published == pytest.approx(expected / 100)), cells[k]
+
+
+def test_hola_published_numbers_meet_av1m_pp_and_say_they_may_be_transductive():
+    from avbench import protocol, registry
+
+    chosen = protocol.get("av1m_pp_classification")
+    display = {"av1m_pp": registry.datasets.get("av1m_pp").display_name}
+    fold = chosen.folds(None, display)[0]
+    records = []
+    for k, names in enumerate([("HOLA", "HOLA + ICMI + LGCF + refiner + PSSI"), ("HOLA + ICMI + LGCF + refiner",)]):
+        rec = record(0, {}, detector=f"d{k}", protocol=chosen.id, published_as=names)
+        rec["provenance"] = {"protocol_spec": chosen.spec()}
+        rec["metrics"] = [{"train": fold.train_label, "test_set": "AV1M++", "subset": "all", "metric": m, "value": 0.9}
+                          for m in ("AUC", "ACC")]
+        records.append(rec)
+    board = build_leaderboard(records, load_published()).set_index(["detector", "metric"])
+    assert board.loc[("d0", "AUC"), "published"] == pytest.approx(0.9991)
+    assert "[possibly transductive]" in board.loc[("d0", "AUC"), "published_source"]
+    assert board.loc[("d1", "ACC"), "published"] == pytest.approx(0.9821)
+    assert "transductive" not in board.loc[("d1", "ACC"), "published_source"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -50,7 +51,9 @@ class HOLADetector(Detector):
       audio_frontend (fbank128 | mfcc32), lgcf_embed (none | modality | modality+sinusoid).
     - epochs, train_batch_size, lr (peak; lr_scale=linear256 multiplies it by batch / 256 as upstream),
       min_lr, weight_decay, layer_decay: fine-tuning (training.py); the epoch is chosen on a dev slice
-      of 2% of the training speakers, never on a reported split.
+      of 2% of the training speakers, never on a reported split. random_erasing (a probability),
+      mixup and cutmix (Beta alphas), label_smoothing: upstream's regularisers, off (0) by default
+      (upstream: 0.25, 0.8, 1.0, 0.1).
     - pssi: pseudo-label self-training after fine-tuning, on the protocol's unlabelled pool (off by
       default; a pool that overlaps a scored test set makes the run transductive, and it is listed
       apart); pssi_rounds (5, fixed beforehand), pssi_select (fixed | dev: keep the round of best dev
@@ -77,7 +80,9 @@ class HOLADetector(Detector):
                  use_icmi: bool = True, use_lgcf: bool = True, use_refiner: bool = True,
                  audio_frontend: str = "fbank128", lgcf_embed: str = "none", epochs: int | None = None,
                  train_batch_size: int | None = None, lr: float | None = None, lr_scale: str = "none",
-                 min_lr: float = 1e-6, weight_decay: float = 0.02, layer_decay: float = 0.75, pssi: bool = False,
+                 min_lr: float = 1e-6, weight_decay: float = 0.02, layer_decay: float = 0.75,
+                 random_erasing: float = 0.0, mixup: float = 0.0, cutmix: float = 0.0, label_smoothing: float = 0.0,
+                 pssi: bool = False,
                  pssi_rounds: int | None = None, pssi_select: str = "fixed", pssi_tau: float | None = None,
                  pssi_epochs_per_round: int | None = None, pssi_lr: float = 1.5e-5, pssi_accumulate: bool = False,
                  batch_size: int = 16, seed: int = 0):
@@ -101,6 +106,11 @@ class HOLADetector(Detector):
         self.audio_frontend, self.lgcf_embed = audio_frontend, lgcf_embed
         self.epochs, self.train_batch_size, self.lr, self.lr_scale = epochs, train_batch_size, lr, lr_scale
         self.min_lr, self.weight_decay, self.layer_decay = min_lr, weight_decay, layer_decay
+        for option, value, high in (("random_erasing", random_erasing, 1.0), ("label_smoothing", label_smoothing, 1.0),
+                                    ("mixup", mixup, math.inf), ("cutmix", cutmix, math.inf)):
+            if not 0 <= value <= high:
+                raise ValueError(f"{option} is in [0, {high:g}] (0: off), got {value}")
+        self.random_erasing, self.mixup, self.cutmix, self.label_smoothing = random_erasing, mixup, cutmix, label_smoothing
         self.pssi, self.pssi_rounds, self.pssi_select, self.pssi_tau = bool(pssi), pssi_rounds, pssi_select, pssi_tau
         self.pssi_epochs_per_round, self.pssi_lr, self.pssi_accumulate = pssi_epochs_per_round, pssi_lr, pssi_accumulate
         self.batch_size, self.seed = batch_size, seed
@@ -153,7 +163,8 @@ class HOLADetector(Detector):
     def recipe(self) -> training.Recipe:
         lr = self.lr * (self.train_batch_size / 256 if self.lr_scale == "linear256" else 1)
         return training.Recipe(self.epochs, self.train_batch_size, lr, self.min_lr, self.weight_decay,
-                               self.layer_decay, self.batch_size)
+                               self.layer_decay, self.batch_size,
+                               training.Regularisation(self.random_erasing, self.mixup, self.cutmix, self.label_smoothing))
 
     def fit(self, train: "ClipSet", val: "ClipSet", seed: int, device: str | None = None) -> "HOLADetector":
         """Fine-tune on `train` minus its dev slice (`val` is not used: the protocol's val split may be

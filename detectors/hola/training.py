@@ -8,6 +8,8 @@ Fine-tuning, where the paper is silent (the spec's defaults):
   blocks (a block at depth i of D learns at 0.75 ** (D + 1 - i) of the heads' rate); bf16 autocast
   on CUDA; no gradient clipping;
 - augmentation: one random frame per segment, RandomResizedCrop and a horizontal flip (preprocess.py);
+  upstream's random erasing, mixup, cutmix and label smoothing are flags, off (Regularisation;
+  RandAugment is not offered);
 - selection: the epoch of best AUC on a dev slice held out from the training clips (2% of whole
   speakers, seeded), never on a split the protocol reports.
 
@@ -49,9 +51,10 @@ FRAMES_REPEATED = "frames_repeated"
 SILENT_TRACK = "silent_track"
 
 
-def clip_inputs(clip: "Clip", model: HOLA, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, tuple]:
+def clip_inputs(clip: "Clip", model: HOLA, generator: torch.Generator | None = None,
+                random_erasing: float = 0.0) -> tuple[Tensor, Tensor, tuple]:
     """(video (3, T, S, S), audio (1, frames, bins) or (16, 32) under mfcc32, fallbacks) of one clip;
-    `generator` draws the training frames and crop, None gives the evaluation view."""
+    `generator` draws the training frames, crop and erasing, None gives the evaluation view."""
     cfg = model.cfg
     if clip.frames is None or not len(clip.frames):
         raise ValueError(f"{clip.ref.path}: HOLA needs the clip's frames; load it with the detector's input_spec")
@@ -59,6 +62,8 @@ def clip_inputs(clip: "Clip", model: HOLA, generator: torch.Generator | None = N
     sample = frame_indices(len(clip.frames), frames, generator)
     crop = None if generator is None else Crop.draw(round(size * 224 / 160), generator)
     video = video_tensor(clip.frames[sample.indices], size, crop)
+    if generator is not None and random_erasing and bool(torch.rand(1, generator=generator) < random_erasing):
+        video = erase(video, generator)
     audio = None if clip.audio_removed or clip.audio is None or not len(clip.audio) else clip.audio
     samples = round(len(clip.frames) / (clip.fps or 25.0) * clip.sample_rate)
     if cfg.audio_frontend == "mfcc32":
@@ -91,6 +96,64 @@ def fake_probabilities(model: HOLA, inputs: Iterable[tuple[Tensor, Tensor]], bat
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
+class Regularisation(NamedTuple):
+    """Upstream's fine-tuning regularisers, each off at 0 (the spec's default: crop and flip only).
+    random_erasing: probability of one rectangle (2-33% of the frame, aspect 0.3-3.3) of N(0, 1)
+    noise on the normalised frames, the same on every frame; mixup / cutmix: Beta(alpha, alpha)
+    mixing of a batch with its reverse, one of the two per batch (even odds when both are on):
+    mixup mixes video and audio alike, cutmix cuts one box out of every frame and the same share
+    of the audio's time axis (our reading for two modalities); label_smoothing of the targets."""
+
+    random_erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    label_smoothing: float = 0.0
+
+
+def erase(video: Tensor, generator: torch.Generator) -> Tensor:
+    """One random-erasing rectangle of N(0, 1) noise, the same in every frame of (3, T, S, S)."""
+    size = video.shape[-1]
+    for _ in range(10):
+        u = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
+        area = size * size * (0.02 + u[0] * (1 / 3 - 0.02))
+        aspect = math.exp(math.log(0.3) + u[1] * (math.log(3.3) - math.log(0.3)))
+        h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < h < size and 0 < w < size:
+            top, left = int(u[2] * (size - h + 1)), int(u[3] * (size - w + 1))
+            video = video.clone()
+            video[..., top:top + h, left:left + w] = torch.randn(video.shape[0], 1, h, w, generator=generator)
+            return video
+    return video
+
+
+def mix(video: Tensor, audio: Tensor, labels: Tensor, reg: Regularisation, generator: torch.Generator
+        ) -> tuple[Tensor, Tensor, Tensor]:
+    """(video, audio, soft targets (B, 2)) of a batch mixed with its reverse, per `reg`."""
+    targets = F.one_hot(labels, 2).float() * (1 - reg.label_smoothing) + reg.label_smoothing / 2
+    if not (reg.mixup or reg.cutmix) or len(labels) < 2:
+        return video, audio, targets
+    use_cutmix = reg.cutmix > 0 and (reg.mixup == 0 or bool(torch.rand(1, generator=generator) < 0.5))
+    alpha = reg.cutmix if use_cutmix else reg.mixup
+    gamma = lambda: torch._standard_gamma(torch.tensor([alpha], dtype=torch.float64), generator=generator)  # noqa: E731
+    a, b = gamma(), gamma()
+    lam = float(a / (a + b))
+    flipped = (video.flip(0), audio.flip(0))
+    if use_cutmix:
+        size, steps = video.shape[-1], audio.shape[-2]
+        side = round(size * math.sqrt(1 - lam))
+        top, left = (int(torch.randint(size - side + 1, (1,), generator=generator)) for _ in range(2))
+        video = video.clone()
+        video[..., top:top + side, left:left + side] = flipped[0][..., top:top + side, left:left + side]
+        span = round(steps * side * side / (size * size))
+        start = int(torch.randint(steps - span + 1, (1,), generator=generator))
+        audio = audio.clone()
+        audio[..., start:start + span, :] = flipped[1][..., start:start + span, :]
+        lam = 1 - side * side / (size * size)
+    else:
+        video, audio = lam * video + (1 - lam) * flipped[0], lam * audio + (1 - lam) * flipped[1]
+    return video, audio, lam * targets + (1 - lam) * targets.flip(0)
+
+
 class Example(NamedTuple):
     """One training clip: how to load it, its label (given or pseudo) and its speaker."""
 
@@ -104,9 +167,10 @@ class HOLATraining:
     """The TrainingTask: examples drawn in a seeded order each epoch, one random view each."""
 
     def __init__(self, model: HOLA, examples: list[Example], dev: list[Example], batch_size: int,
-                 device: torch.device, eval_batch_size: int):
+                 device: torch.device, eval_batch_size: int, regularisation: Regularisation = Regularisation()):
         self.model, self.examples, self.dev_examples = model, examples, dev
         self.batch_size, self.eval_batch_size, self.dev = batch_size, eval_batch_size, device
+        self.regularisation = regularisation
 
     def epoch_jobs(self, generator: torch.Generator) -> list[list[tuple[int, int]]]:
         order = torch.randperm(len(self.examples), generator=generator).tolist()
@@ -118,16 +182,17 @@ class HOLATraining:
     def make_batch(self, job: Sequence[tuple[int, int]]):
         videos, audios = [], []
         for k, view_seed in job:
-            video, audio, _ = clip_inputs(self.examples[k].load(), self.model, torch.Generator().manual_seed(view_seed))
+            video, audio, _ = clip_inputs(self.examples[k].load(), self.model, torch.Generator().manual_seed(view_seed),
+                                          self.regularisation.random_erasing)
             videos.append(video)
             audios.append(audio)
         return torch.stack(videos), torch.stack(audios), torch.tensor([self.examples[k].label for k, _ in job])
 
     def losses(self, batch, job, generator) -> dict[str, Tensor]:
-        video, audio, labels = batch
+        video, audio, targets = mix(*batch, self.regularisation, generator)
         with autocast(self.dev):
             logits = self.model(video.to(self.dev), audio.to(self.dev))
-        return {"total": F.cross_entropy(logits.float(), labels.to(self.dev))}
+        return {"total": F.cross_entropy(logits.float(), targets.to(self.dev))}
 
     def validate(self, record: dict) -> dict | None:
         if not self.dev_examples:
@@ -211,6 +276,7 @@ class Recipe(NamedTuple):
     weight_decay: float
     layer_decay: float
     eval_batch_size: int
+    regularisation: Regularisation = Regularisation()
 
 
 def finetune(model: HOLA, train: "ClipSet", *, seed: int, device: str, recipe: Recipe, directory: Path | None
@@ -222,7 +288,8 @@ def finetune(model: HOLA, train: "ClipSet", *, seed: int, device: str, recipe: R
     if len(examples) < 2 or not dev:
         raise ValueError(f"HOLA needs training clips of two speakers at least ({len(examples)} usable of "
                          f"{len(train.refs)}; failed: {sorted({e.reason for e in train.failures.values()})})")
-    task = HOLATraining(model, examples, dev, recipe.batch_size, dev_device, recipe.eval_batch_size)
+    task = HOLATraining(model, examples, dev, recipe.batch_size, dev_device, recipe.eval_batch_size,
+                        recipe.regularisation)
     key = {"kind": "hola", "config": model.cfg.as_dict(), "seed": seed, **recipe._asdict(),
            "train": clips_digest(examples), "dev": clips_digest(dev)}
     history = train_epochs(model, task, epochs=recipe.epochs, lr=recipe.lr, min_lr=recipe.min_lr,
@@ -255,7 +322,8 @@ def pseudo_label_rounds(model: HOLA, examples: list[Example], dev: list[Example]
         kept = {**kept, **labels} if pssi.accumulate else labels
         rounds.append(dict(labels))
         pseudo = [Example(lambda t=t: pool.load(t), label, "", t) for t, label in kept.items()]
-        task = HOLATraining(model, examples + pseudo, dev, recipe.batch_size, dev_device, recipe.eval_batch_size)
+        task = HOLATraining(model, examples + pseudo, dev, recipe.batch_size, dev_device, recipe.eval_batch_size,
+                            recipe.regularisation)
         key = {"kind": "hola_pssi", "round": k + 1, "config": model.cfg.as_dict(), "seed": seed,
                "pseudo": clips_digest(pseudo), **pssi._asdict()}
         history = train_epochs(model, task, epochs=pssi.epochs_per_round, lr=pssi.lr, min_lr=recipe.min_lr,
