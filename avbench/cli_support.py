@@ -66,6 +66,47 @@ def require_device(device: Device) -> None:
         raise fail(str(exc))
 
 
+class _IndexSplits:
+    """Stands in for a protocol in `runner.load_indexes` when the indexes' own split column is used."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+
+    def datasets(self) -> list[str]:
+        return list(self.names)
+
+    def assign_splits(self, index):
+        return index
+
+
+def real_clips(data_root: list[str], split: str, protocol: str | None) -> list:
+    """The real clips (ClipRefs, label 0) of `split` ("all": every split) of the datasets --data-root
+    names, for a pre-training command: splits as the indexes give them, or as `protocol` assigns
+    them. Wrong names exit 2, data that cannot be read exits 1, both saying why."""
+    from pathlib import Path
+
+    from avbench import protocol as protocols
+    from avbench.runner import RunError, load_indexes, message_of
+
+    roots = {name: Path(source).expanduser() for name, source in pairs(data_root, "--data-root").items()}
+    try:
+        chosen = protocols.get(protocol) if protocol else _IndexSplits(sorted(roots))
+        if protocol and set(chosen.datasets()) - set(roots):
+            raise ValueError(f"protocol '{protocol}' uses {chosen.datasets()}: give --data-root for each")
+        indexes, _ = load_indexes(chosen, roots)
+    except (KeyError, ValueError) as exc:
+        raise fail(message_of(exc), EXIT_USAGE)
+    except (RunError, FileNotFoundError) as exc:
+        raise fail(str(exc))
+    refs = [ref for name in sorted(indexes) for ref in indexes[name].refs()
+            if ref.label == 0 and (split == "all" or ref.split == split)]
+    if not refs:
+        found = {name: sorted({str(s) for s in index.frame["split"].fillna("").unique()}) for name, index in indexes.items()}
+        raise fail(f"no real clips in split '{split}' (splits found: {found}); choose --split (or `all`), "
+                   f"or --protocol to assign splits")
+    return refs
+
+
 def main(app: typer.Typer, prog_name: str) -> None:
     """Run a typer app so that no command ends in a traceback: an error nobody foresaw prints one line
     and exits 1; `-v` (logging at INFO) prints its traceback too."""

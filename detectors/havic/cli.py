@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from avbench.cli_support import (DETECT_EVERY, EXIT_USAGE, LANDMARK_EVERY, Device, DetectEveryOption,
-                                 LandmarkEveryOption, err_console, fail, pairs, require_device, tracking)
+from avbench.cli_support import (DETECT_EVERY, LANDMARK_EVERY, Device, DetectEveryOption, LandmarkEveryOption,
+                                 err_console, fail, real_clips, require_device, tracking)
 
 #: The paper's pre-training length (supplement B); the tiny model's default is its detector's.
 PAPER_PRETRAIN_EPOCHS = 200
@@ -27,19 +27,6 @@ app = typer.Typer(
 def main() -> None:
     """HAVIC: pre-train on real videos here, then fine-tune and score with `avbench run --detector havic
     -o pretrained=OUT/pretrain.safetensors`."""
-
-
-class _IndexSplits:
-    """Stands in for a protocol in `runner.load_indexes` when the indexes' own split column is used."""
-
-    def __init__(self, names: list[str]):
-        self.names = names
-
-    def datasets(self) -> list[str]:
-        return list(self.names)
-
-    def assign_splits(self, index):
-        return index
 
 
 @app.command()
@@ -80,41 +67,24 @@ def pretrain(
     """
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from avbench.weights import safetensors_bytes
 
-    from avbench import protocol as protocols
     from avbench.cache import MediaCache
     from avbench.io import atomic_write, write_json
     from avbench.loader import ClipSet, MediaLoader
-    from avbench.runner import RunError, load_indexes, message_of
     from avbench.training import LAST
+    from avbench.weights import safetensors_bytes
 
     from . import training
     from .checkpoint import CheckpointError, init_from_audiomae, init_from_marlin
     from .detector import HAVICDetector, HAVICTinyDetector
     from .model import HAVICPretrain
 
-    roots = {name: Path(source).expanduser() for name, source in pairs(data_root, "--data-root").items()}
     require_device(device)
     detector = HAVICTinyDetector if tiny else HAVICDetector
     defaults = detector.training_defaults
     epochs = epochs or (defaults["pretrain_epochs"] if tiny else PAPER_PRETRAIN_EPOCHS)
     cfg = detector.model_config()
-    try:
-        proto = protocols.get(protocol) if protocol else _IndexSplits(sorted(roots))
-        if protocol and set(proto.datasets()) - set(roots):
-            raise ValueError(f"protocol '{protocol}' uses {proto.datasets()}: give --data-root for each")
-        indexes, _ = load_indexes(proto, roots)
-    except (KeyError, ValueError) as exc:
-        raise fail(message_of(exc), EXIT_USAGE)
-    except (RunError, FileNotFoundError) as exc:
-        raise fail(str(exc))
-    refs = [ref for name in sorted(indexes) for ref in indexes[name].refs()
-            if ref.label == 0 and (split == "all" or ref.split == split)]
-    if not refs:
-        found = {name: sorted({str(s) for s in index.frame["split"].fillna("").unique()}) for name, index in indexes.items()}
-        raise fail(f"no real clips in split '{split}' (splits found: {found}); choose --split (or `all`), "
-                    f"or --protocol to assign splits")
+    refs = real_clips(data_root, split, protocol)
     clips = ClipSet(refs, MediaLoader(MediaCache(cache_dir), tracking(landmark_every, detect_every)), detector.input_spec)
     try:
         with torch.random.fork_rng(devices=[]):

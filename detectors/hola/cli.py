@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from avbench.cli_support import EXIT_USAGE, Device, err_console, fail, pairs, require_device
+from avbench.cli_support import EXIT_USAGE, Device, err_console, fail, real_clips, require_device
 
 app = typer.Typer(
     help="HOLA: pre-train its AVF-MAE++ encoders on real videos here, then fine-tune and score with "
@@ -23,19 +23,6 @@ app = typer.Typer(
 def main() -> None:
     """HOLA: pre-train its AVF-MAE++ encoders on real videos here, then fine-tune and score with
     `avbench run --detector hola -o weights=OUT/encoders.safetensors`."""
-
-
-class _IndexSplits:
-    """Stands in for a protocol in `runner.load_indexes` when the indexes' own split column is used."""
-
-    def __init__(self, names: list[str]):
-        self.names = names
-
-    def datasets(self) -> list[str]:
-        return list(self.names)
-
-    def assign_splits(self, index):
-        return index
 
 
 @app.command()
@@ -81,16 +68,13 @@ def pretrain(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from avbench import protocol as protocols
     from avbench.cache import MediaCache
     from avbench.loader import ClipSet, MediaLoader
-    from avbench.runner import RunError, load_indexes, message_of
     from avbench.training import LAST
 
     from .pretrain import RECORD, PretrainConfig, build_model
     from .pretrain import pretrain as run_pretraining
 
-    roots = {name: Path(source).expanduser() for name, source in pairs(data_root, "--data-root").items()}
     require_device(device)
     cfg = PretrainConfig.tiny() if tiny else PretrainConfig()
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "min_lr": min_lr, "warmup_epochs": warmup_epochs}
@@ -98,21 +82,7 @@ def pretrain(
         cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
         raise fail(str(exc), EXIT_USAGE)
-    try:
-        proto = protocols.get(protocol) if protocol else _IndexSplits(sorted(roots))
-        if protocol and set(proto.datasets()) - set(roots):
-            raise ValueError(f"protocol '{protocol}' uses {proto.datasets()}: give --data-root for each")
-        indexes, _ = load_indexes(proto, roots)
-    except (KeyError, ValueError) as exc:
-        raise fail(message_of(exc), EXIT_USAGE)
-    except (RunError, FileNotFoundError) as exc:
-        raise fail(str(exc))
-    refs = [ref for name in sorted(indexes) for ref in indexes[name].refs()
-            if ref.label == 0 and (split == "all" or ref.split == split)]
-    if not refs:
-        found = {name: sorted({str(s) for s in index.frame["split"].fillna("").unique()}) for name, index in indexes.items()}
-        raise fail(f"no real clips in split '{split}' (splits found: {found}); choose --split (or `all`), "
-                   f"or --protocol to assign splits")
+    refs = real_clips(data_root, split, protocol)
     clips = ClipSet(refs, MediaLoader(MediaCache(cache_dir)), cfg.input_spec)
     peak, _ = cfg.effective_lr()
     err_console.print(f"pre-training HOLA's encoders{' (tiny)' if tiny else ''} on {len(refs)} real clips ({split}) "
