@@ -129,3 +129,25 @@ def test_upstreams_regularisers_are_flags_that_mix_what_they_claim():
     assert changed.any() and torch.equal(changed[:, 0], changed[:, 3])  # one rectangle on every frame
     with pytest.raises(ValueError, match="random_erasing"):
         HOLATinyDetector(random_erasing=1.5)
+
+
+def test_test_time_views_average_the_probabilities_of_shifted_frame_grids():
+    import numpy as np
+
+    from avbench.clips import Clip, ClipRef
+    from avbench.detectors.hola import training
+    from avbench.detectors.hola.preprocess import frame_indices
+
+    assert frame_indices(160, 16, offset=0.25).indices.tolist() == [int(2.5 + 10 * k) for k in range(16)]
+    rng = np.random.default_rng(0)
+    clip = Clip(ref=ClipRef("c", "d", "c.mp4", 0), fps=25.0, frames=rng.integers(0, 255, (40, 45, 45, 3), np.uint8),
+                audio=rng.normal(0, 0.1, 25600).astype(np.float32))
+    three = HOLATinyDetector(tta_views=3)
+    model = three.model
+
+    def view(offset: float) -> float:
+        inputs = [training.clip_inputs(clip, model, offset=offset)[:2]]
+        return float(training.fake_probabilities(model, inputs, 1, torch.device("cpu"))[0])
+
+    assert HOLATinyDetector().score(clip) == pytest.approx(view(0.5), abs=1e-6)  # one view: the segments' centres
+    assert three.score(clip) == pytest.approx((view(1 / 6) + view(0.5) + view(5 / 6)) / 3, abs=1e-6)

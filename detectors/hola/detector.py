@@ -60,6 +60,9 @@ class HOLADetector(Detector):
       AUC), pssi_tau (1e-6: the paper keeps the clips scored exactly 0 or 1), pssi_epochs_per_round (5),
       pssi_lr (1.5e-5), pssi_accumulate (keep earlier rounds' pseudo-labels). The tiny twin's PSSI
       defaults are the spec's: 2 rounds of 1 epoch, tau 0.45 (so that tiny models select anything).
+    - tta_views: views averaged per clip when scoring (1, the paper's: the centre frame of each
+      segment; V: the frames at (v + 0.5) / V of each segment, mean of the softmax probabilities, as
+      upstream's test-time augmentation over temporal offsets).
     - batch_size: clips per forward pass when scoring; seed: initialisation of what no weights set.
     """
 
@@ -85,7 +88,7 @@ class HOLADetector(Detector):
                  pssi: bool = False,
                  pssi_rounds: int | None = None, pssi_select: str = "fixed", pssi_tau: float | None = None,
                  pssi_epochs_per_round: int | None = None, pssi_lr: float = 1.5e-5, pssi_accumulate: bool = False,
-                 batch_size: int = 16, seed: int = 0):
+                 tta_views: int = 1, batch_size: int = 16, seed: int = 0):
         given = {"epochs": epochs, "train_batch_size": train_batch_size, "lr": lr, "pssi_rounds": pssi_rounds,
                  "pssi_tau": pssi_tau, "pssi_epochs_per_round": pssi_epochs_per_round}
         epochs, train_batch_size, lr, pssi_rounds, pssi_tau, pssi_epochs_per_round = (
@@ -97,6 +100,7 @@ class HOLADetector(Detector):
         if not 0 < pssi_tau < 0.5:
             raise ValueError(f"pssi_tau is in (0, 0.5): a pseudo-label needs P(fake) >= 1 - tau or <= tau, got {pssi_tau}")
         for option, value in (("epochs", epochs), ("train_batch_size", train_batch_size), ("batch_size", batch_size),
+                              ("tta_views", tta_views),
                               ("pssi_rounds", pssi_rounds), ("pssi_epochs_per_round", pssi_epochs_per_round)):
             if value < 1:
                 raise ValueError(f"{option} must be >= 1, got {value}")
@@ -113,7 +117,7 @@ class HOLADetector(Detector):
         self.random_erasing, self.mixup, self.cutmix, self.label_smoothing = random_erasing, mixup, cutmix, label_smoothing
         self.pssi, self.pssi_rounds, self.pssi_select, self.pssi_tau = bool(pssi), pssi_rounds, pssi_select, pssi_tau
         self.pssi_epochs_per_round, self.pssi_lr, self.pssi_accumulate = pssi_epochs_per_round, pssi_lr, pssi_accumulate
-        self.batch_size, self.seed = batch_size, seed
+        self.tta_views, self.batch_size, self.seed = tta_views, batch_size, seed
         self.cfg = self.model_config()  # every option checked now, before any clip
         self.uses_pool = self.pssi
         size = self.cfg.video.input_size[1]
@@ -200,14 +204,18 @@ class HOLADetector(Detector):
         return self.score_batch([clip])[0]
 
     def score_batch(self, clips) -> list[float]:
+        """Each clip's P(fake), the mean over its `tta_views` views (frames at offsets (v + 0.5) / V of
+        their segments), all views of all clips batched on the device."""
         clips = list(clips)
+        offsets = [(v + 0.5) / self.tta_views for v in range(self.tta_views)]
         inputs = []
         for clip in clips:
-            video, audio, fallbacks = training.clip_inputs(clip, self.model)
+            for offset in offsets:
+                video, audio, fallbacks = training.clip_inputs(clip, self.model, offset=offset)
+                inputs.append((video, audio))
             clip.fallbacks.extend(f for f in fallbacks if f not in clip.fallbacks)
-            inputs.append((video, audio))
         p = training.fake_probabilities(self.model, inputs, self.batch_size, torch.device(self.device))
-        return [float(x) for x in p]
+        return [float(x) for x in p.reshape(len(clips), len(offsets)).mean(1)]
 
     # -- learned state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -41,16 +41,17 @@ class FrameSample(NamedTuple):
     repeated: int  # trailing indices that repeat the last frame
 
 
-def frame_indices(n: int, frames: int, generator: torch.Generator | None = None) -> FrameSample:
+def frame_indices(n: int, frames: int, generator: torch.Generator | None = None, offset: float = 0.5) -> FrameSample:
     """One frame in each of `frames` equal segments of n: a random one with `generator` (training),
-    else the centre one. n < frames: every frame, then the last repeated."""
+    else the one at `offset` of each segment (0.5: its centre; other offsets make test-time views).
+    n < frames: every frame, then the last repeated."""
     if n < 1:
         raise ValueError("a clip needs at least one frame")
     if n < frames:
         return FrameSample(np.minimum(np.arange(frames), n - 1), frames - n)
     edges = np.linspace(0, n, frames + 1)
     if generator is None:
-        picks = (edges[:-1] + edges[1:]) / 2
+        picks = edges[:-1] + offset * np.diff(edges)
     else:
         picks = edges[:-1] + torch.rand(frames, generator=generator, dtype=torch.float64).numpy() * np.diff(edges)
     return FrameSample(np.minimum(np.floor(picks).astype(np.int64), n - 1), 0)

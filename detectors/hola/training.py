@@ -52,14 +52,15 @@ SILENT_TRACK = "silent_track"
 
 
 def clip_inputs(clip: "Clip", model: HOLA, generator: torch.Generator | None = None,
-                random_erasing: float = 0.0) -> tuple[Tensor, Tensor, tuple]:
+                random_erasing: float = 0.0, offset: float = 0.5) -> tuple[Tensor, Tensor, tuple]:
     """(video (3, T, S, S), audio (1, frames, bins) or (16, 32) under mfcc32, fallbacks) of one clip;
-    `generator` draws the training frames, crop and erasing, None gives the evaluation view."""
+    `generator` draws the training frames, crop and erasing, None gives an evaluation view: the
+    frames at `offset` of their segments, the centre crop."""
     cfg = model.cfg
     if clip.frames is None or not len(clip.frames):
         raise ValueError(f"{clip.ref.path}: HOLA needs the clip's frames; load it with the detector's input_spec")
     frames, size = cfg.video.input_size[0], cfg.video.input_size[1]
-    sample = frame_indices(len(clip.frames), frames, generator)
+    sample = frame_indices(len(clip.frames), frames, generator, offset)
     crop = None if generator is None else Crop.draw(round(size * 224 / 160), generator)
     video = video_tensor(clip.frames[sample.indices], size, crop)
     if generator is not None and random_erasing and bool(torch.rand(1, generator=generator) < random_erasing):
