@@ -44,6 +44,8 @@ AUDIO_ABSENT = "absent"
 NO_AUDIO_TRACK = "no_audio_track"
 #: The label of a clip whose dataset publishes none (an unlabelled pool's test subsets): never indexed.
 UNLABELED = -1
+#: Declared on a clip whose leading silence a +trim_silence protocol cut.
+LEADING_SILENCE_TRIMMED = "leading_silence_trimmed"
 #: The fallback of a clip without a face whose detector takes centre crops instead (InputSpec.no_face).
 NO_FACE_CENTRE_CROP = "no_face_centre_crop"
 
@@ -80,6 +82,9 @@ class ClipRef:
     #: "KIND@LEVEL": the clip as a perturbation protocol degrades it (avbench.perturbations); the
     #: loader applies it and keys the cache on it, and so does every cache keyed on the loader's keys.
     perturbation: str = ""
+    #: Cut the clip's leading silence (audio and video alike; a +trim_silence protocol sets it on every
+    #: clip it reads); the loader keys the cache on it.
+    trim_silence: bool = False
     meta: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property

@@ -11,6 +11,7 @@ protocols) is degraded as it is decoded, and cached under its own key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -19,7 +20,8 @@ import numpy as np
 
 from avbench import faces, media
 from avbench.cache import MediaCache
-from avbench.clips import NO_AUDIO_TRACK, NO_FACE_CENTRE_CROP, UNLABELED, Clip, ClipError, ClipRef
+from avbench.clips import (LEADING_SILENCE_TRIMMED, NO_AUDIO_TRACK, NO_FACE_CENTRE_CROP, UNLABELED, Clip, ClipError,
+                           ClipRef)
 from avbench.detector import InputSpec
 from avbench.perturbations import Perturbation
 
@@ -29,6 +31,26 @@ if TYPE_CHECKING:
 
 #: The decoded arrays' marker of face crops that are centre crops (InputSpec.no_face = "centre_crop").
 CENTRE_CROPPED = "centre_cropped"
+#: The decoded arrays' marker of a clip whose leading silence was cut (its length in seconds).
+TRIMMED = "trimmed_seconds"
+#: Markers among the decoded arrays -> the fallback a clip declares.
+MARKERS = {CENTRE_CROPPED: NO_FACE_CENTRE_CROP, TRIMMED: LEADING_SILENCE_TRIMMED}
+#: Leading audio this far below the clip's loudest 20 ms frame is silence (ref.trim_silence).
+SILENCE_DB = -40.0
+
+
+def leading_silence(audio: np.ndarray, sample_rate: int, frame_ms: float = 20.0, threshold_db: float = SILENCE_DB) -> float:
+    """Seconds before the first 20 ms frame whose RMS is within `threshold_db` of the loudest frame's
+    (0 for an empty or entirely silent track: nothing is speech, so nothing is cut)."""
+    size = max(1, round(sample_rate * frame_ms / 1000))
+    frames = len(audio) // size
+    if frames == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(np.square(audio[:frames * size].reshape(frames, size).astype(np.float64)), axis=1))
+    if rms.max() <= 1e-5:
+        return 0.0
+    first = int(np.argmax(rms >= rms.max() * 10 ** (threshold_db / 20)))
+    return first * size / sample_rate
 
 
 class MediaLoader:
@@ -46,9 +68,8 @@ class MediaLoader:
             raise ValueError(f"face or mouth crops need video: the spec has fps=None ({spec})")
         absent = spec.audio and ref.audio_absent
         arrays = self._decoded(ref, spec, needs_audio=spec.audio and not (remove_audio or absent))
-        clip = Clip(ref=ref, fps=spec.fps, **{k: v for k, v in arrays.items() if k != CENTRE_CROPPED})
-        if CENTRE_CROPPED in arrays:
-            clip.fallbacks.append(NO_FACE_CENTRE_CROP)
+        clip = Clip(ref=ref, fps=spec.fps, **{k: v for k, v in arrays.items() if k not in MARKERS})
+        clip.fallbacks += [fallback for marker, fallback in MARKERS.items() if marker in arrays]
         if absent:
             clip.fallbacks.append(NO_AUDIO_TRACK)
         if remove_audio or absent:
@@ -80,6 +101,8 @@ class MediaLoader:
             params["no_face"] = spec.no_face
         if ref.perturbation:
             params["perturbation"] = ref.perturbation
+        if ref.trim_silence:
+            params["trim_silence"] = True
         return self.cache.key(ref.path, audio_file, params)
 
     def _decoded(self, ref: ClipRef, spec: InputSpec, needs_audio: bool) -> dict[str, np.ndarray]:
@@ -104,19 +127,47 @@ class MediaLoader:
         return arrays
 
     def _decode(self, ref: ClipRef, spec: InputSpec, needs_audio: bool) -> dict[str, np.ndarray]:
+        """The arrays of `spec`; with ref.trim_silence, from the end of the clip's leading silence
+        (a whole number of frames at spec.fps, so that audio and video stay in sync)."""
         arrays: dict[str, np.ndarray] = {}
+        start = self._speech_start(ref, spec) if ref.trim_silence else 0.0
+        until = None if spec.max_seconds is None else start + spec.max_seconds
         if spec.video:
-            arrays.update(self._decode_video(ref, spec))
+            arrays.update(self._decode_video(ref, spec, start, until))
         if needs_audio:
-            audio = media.decode_audio(ref.audio_path or ref.path, media.SAMPLE_RATE, spec.max_seconds)
+            audio = media.decode_audio(ref.audio_path or ref.path, media.SAMPLE_RATE, until)[round(start * media.SAMPLE_RATE):]
             arrays["audio"] = _perturbation(ref).audio(audio, media.SAMPLE_RATE, ref.clip_id) if ref.perturbation else audio
+        if start:
+            arrays[TRIMMED] = np.array(start)
         return arrays
 
-    def _decode_video(self, ref: ClipRef, spec: InputSpec) -> dict[str, np.ndarray]:
-        """Frames, and crops cut from the full-resolution frames; landmarks and boxes are given in
-        the coordinates of the returned (possibly resized) frames. Under a perturbation, faces are
-        tracked on the original frames and everything returned is cut from the perturbed ones."""
-        original = media.decode_video(ref.path, spec.fps, spec.max_seconds)
+    @staticmethod
+    def _speech_start(ref: ClipRef, spec: InputSpec) -> float:
+        """Seconds of leading silence in the clip's audio (0 without an audio track), rounded down to
+        whole frames at spec.fps and never past the last frame."""
+        if ref.audio_absent:
+            return 0.0
+        try:
+            audio = media.decode_audio(ref.audio_path or ref.path, media.SAMPLE_RATE)
+        except ClipError as exc:
+            if exc.reason == "no_audio_stream":
+                return 0.0
+            raise
+        start = leading_silence(audio, media.SAMPLE_RATE)
+        if spec.fps:
+            frame = 1 / spec.fps
+            start = max(0.0, min(math.floor(start * spec.fps) * frame, len(audio) / media.SAMPLE_RATE - frame))
+        return start
+
+    def _decode_video(self, ref: ClipRef, spec: InputSpec, start: float = 0.0,
+                      until: float | None = None) -> dict[str, np.ndarray]:
+        """Frames from `start` seconds, and crops cut from the full-resolution frames; landmarks and
+        boxes are given in the coordinates of the returned (possibly resized) frames. Under a
+        perturbation, faces are tracked on the original frames and everything returned is cut from
+        the perturbed ones."""
+        original = media.decode_video(ref.path, spec.fps, until if ref.trim_silence else spec.max_seconds)
+        if start:
+            original = original[round(start * spec.fps):]
         frames = _perturbation(ref).video(original, spec.fps, ref.clip_id) if ref.perturbation else original
         arrays: dict[str, np.ndarray] = {}
         scale = np.ones(2, dtype=np.float32)

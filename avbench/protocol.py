@@ -15,12 +15,15 @@ A protocol is data: a TOML file in avbench/protocols/ with a `kind` and its para
 - cross_dataset: train on one dataset, test on the test sets of several others.
 - test_only: no training: score a training-free or already-trained detector on one dataset.
 
-Any protocol has two variants, named by suffixes: `NAME+missing_audio` removes the audio from the
+Any protocol has three variants, named by suffixes: `NAME+missing_audio` removes the audio from the
 test clips (never from training clips), as in HAVIC's robustness study; `NAME+four_class` is the
 four-class task of the FauForensics paper (which modality is fake: metrics.FOUR_CLASSES), run by a
 detector with those `class_names` only, reporting CLASS_ACC and CLASS_AUC on each whole test set
 beside the binary metrics of its fake score. The two do not combine: with the audio removed, no
-detector can tell a fake audio track from a real one. `NAME+perturb=KIND@LEVEL` degrades the test
+detector can tell a fake audio track from a real one. `NAME+trim_silence` cuts the leading silence
+of every clip the run reads (training and test alike, audio and video together, so they stay in
+sync): fake audio tends to start later than real audio in FakeAVCeleb (AVH-Align), a shortcut this
+variant takes away; runs count the clips trimmed (fallback `leading_silence_trimmed`). `NAME+perturb=KIND@LEVEL` degrades the test
 clips' media (avbench.perturbations: DeeperForensics-1.0's visual kinds and avbench's audio kinds,
 levels 1-5; level 0 is NAME itself); it combines with either variant.
 
@@ -53,7 +56,8 @@ IDENTITY_FOLDS = "identity_folds"
 UNUSED = "unused"  # the split of clips a balanced subset leaves out
 MISSING_AUDIO = "missing_audio"
 FOUR_CLASS = "four_class"
-VARIANTS = (FOUR_CLASS, MISSING_AUDIO)
+TRIM_SILENCE = "trim_silence"
+VARIANTS = (FOUR_CLASS, MISSING_AUDIO, TRIM_SILENCE)
 PERTURB = "perturb"
 #: Parameters any protocol may set or override, with their defaults where they are read.
 OPTIONAL_PARAMS = {"split", "split_ratios", "split_seed", "folds", "per_identity_class", "val_split", "test_split",
@@ -124,6 +128,7 @@ class Protocol:
     seeds: tuple[int, ...] = (0, 1, 2)
     missing_audio: bool = False
     four_class: bool = False
+    trim_silence: bool = False
     perturbation: str = ""  # "KIND@LEVEL" (avbench.perturbations), "" for none
 
     @property
@@ -143,8 +148,9 @@ class Protocol:
         """Everything that defines the protocol's numbers, for provenance and run keys."""
         spec = {"name": self.name, "kind": self.kind, "version": self.version, "params": self.params,
                 "missing_audio": self.missing_audio}
-        if self.four_class:  # set only when used, so that earlier runs keep their keys
-            spec[FOUR_CLASS] = True
+        for variant in (FOUR_CLASS, TRIM_SILENCE):  # set only when used, so that earlier runs keep their keys
+            if getattr(self, variant):
+                spec[variant] = True
         if self.perturbation:
             spec["perturbation"] = Perturbation.parse(self.perturbation).describe()
         return spec
@@ -155,7 +161,7 @@ class Protocol:
         perturbation = spec.get("perturbation")
         return cls(name=spec["name"], kind=spec["kind"], version=spec["version"], description="",
                    params=dict(spec["params"]), missing_audio=spec.get("missing_audio", False),
-                   four_class=spec.get(FOUR_CLASS, False),
+                   four_class=spec.get(FOUR_CLASS, False), trim_silence=spec.get(TRIM_SILENCE, False),
                    perturbation=str(Perturbation(perturbation["kind"], perturbation["level"])) if perturbation else "")
 
     def spec_sha256(self) -> str:
@@ -501,7 +507,7 @@ def available() -> dict[str, Protocol]:
 
 def get(protocol_id: str) -> Protocol:
     """A protocol by name, with optional variant suffixes: `demo`, `demo+missing_audio`, `demo+four_class`,
-    `demo+perturb=blur@3` (level 0 is the protocol itself)."""
+    `demo+trim_silence`, `demo+perturb=blur@3` (level 0 is the protocol itself)."""
     name, *variants = protocol_id.split("+")
     protocols = available()
     if name not in protocols:
@@ -512,9 +518,12 @@ def get(protocol_id: str) -> Protocol:
         if variant not in VARIANTS:
             raise KeyError(f"unknown protocol variant '+{variant}'; variants: "
                            + ", ".join([*("+" + v for v in VARIANTS), f"+{PERTURB}=KIND@LEVEL"]))
-    if len(set(variants)) > 1:
+    if {FOUR_CLASS, MISSING_AUDIO} <= set(variants):
         raise KeyError(f"'{protocol_id}': +{FOUR_CLASS} and +{MISSING_AUDIO} do not combine (with the audio removed "
                        "no detector can tell which modality is fake)")
+    if {TRIM_SILENCE, MISSING_AUDIO} <= set(variants):
+        raise KeyError(f"'{protocol_id}': +{TRIM_SILENCE} and +{MISSING_AUDIO} do not combine (the test clips have no "
+                       "audio to find silence in)")
     if len(perturbations) > 1:
         raise KeyError(f"'{protocol_id}': one +{PERTURB}= at a time")
     try:

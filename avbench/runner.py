@@ -306,8 +306,7 @@ class Runner:
         for fold in self.s.protocol.folds(self.indexes, self.display):
             for selection in (fold.train, fold.val) if fits else ():
                 if selection is not None:
-                    wanted[False].update(((r.clip_id, ""), r) for r in select(self.indexes[selection.dataset],
-                                                                               selection).refs())
+                    wanted[False].update(((r.clip_id, ""), r) for r in self.refs(selection))
             for test in fold.tests:
                 wanted[self.s.protocol.missing_audio].update(((r.clip_id, r.perturbation), r) for r in self.test_refs(test))
         counts = {"clips": sum(map(len, wanted.values())), "loaded": 0, "failed": {}}
@@ -493,8 +492,8 @@ class Runner:
             info = {**_read_json(fitted / "fit.json"), "fit": "reused", "fitted_in": str(fitted),
                     "state_sha256": sha256_file(fitted / "state.npz")}
             return self.ready(type(detector).load(fitted), training=False), info
-        train = self._clip_set(select(self.indexes[fold.train.dataset], fold.train).refs(), detector)
-        val = self._clip_set(select(self.indexes[fold.val.dataset], fold.val).refs() if fold.val else [], detector)
+        train = self._clip_set(self.refs(fold.train), detector)
+        val = self._clip_set(self.refs(fold.val) if fold.val else [], detector)
         t0 = time.perf_counter()
         self._say(f"fitting {self.s.detector} on {len(train)} clips ({fold.train_label}, seed {seed})")
         training_dir = model_dir.with_name(model_dir.name + ".training")
@@ -545,11 +544,12 @@ class Runner:
         """The clips of the protocol's pool: a selection of an index, or a dataset's unlabelled subsets."""
         pool = self.s.protocol.pool
         if pool.selection is not None:
-            return list(select(self.indexes[pool.dataset], pool.selection).refs())
+            return self.refs(pool.selection)
         try:
-            return registry.datasets.get(pool.dataset)().unlabeled(self.s.data_roots.get(pool.dataset), pool.unlabeled)
+            refs = registry.datasets.get(pool.dataset)().unlabeled(self.s.data_roots.get(pool.dataset), pool.unlabeled)
         except (FileNotFoundError, ValueError) as exc:
             raise RunError(message_of(exc)) from exc
+        return [replace(r, trim_silence=True) for r in refs] if self.s.protocol.trim_silence else refs
 
     def _clip_set(self, refs, detector: Detector, remove_audio: bool = False) -> ClipSet:
         return ClipSet(list(refs), self.loader, detector.input_spec, remove_audio=remove_audio,
@@ -593,10 +593,14 @@ class Runner:
         order = {r.clip_id: i for i, r in enumerate(refs)}
         return table.sort_values("clip_id", key=lambda c: c.map(order)).reset_index(drop=True)
 
+    def refs(self, selection: Selection) -> list[ClipRef]:
+        """The clips of a selection as the protocol reads them (+trim_silence: their leading silence cut)."""
+        refs = select(self.indexes[selection.dataset], selection).refs()
+        return [replace(r, trim_silence=True) for r in refs] if self.s.protocol.trim_silence else list(refs)
+
     def test_refs(self, test: TestSet) -> list[ClipRef]:
         """The test set's clips, each carrying the protocol's perturbation (test clips only)."""
-        refs = select(self.indexes[test.selection.dataset], test.selection).refs()
-        return [replace(r, perturbation=self.s.protocol.perturbation) for r in refs]
+        return [replace(r, perturbation=self.s.protocol.perturbation) for r in self.refs(test.selection)]
 
     def _chunks(self, clips: ClipSet):
         """The set's results in chunks of `chunk_size`, each clip with the seconds its loading took

@@ -310,3 +310,28 @@ def test_clipset_hands_over_media_less_clips_when_the_detector_says_so(corpus, m
     assert decode.calls == 1
     assert cached.frames is None and cached.audio is None and cached.audio_removed and cached.fps == 25.0
     assert decoded.frames is not None
+
+
+def test_trimming_leading_silence_cuts_audio_and_video_alike_and_declares_it(tmp_path):
+    from avbench.clips import LEADING_SILENCE_TRIMMED
+    from avbench.loader import leading_silence
+
+    talk = talking_face(seconds=2.0, size=96)
+    audio = talk.audio.copy()
+    audio[:8000] = 0  # half a second of silence, then speech
+    path = write_media(tmp_path / "late.mp4", talk.frames, 25, audio=audio)
+    assert leading_silence(audio, 16000) == pytest.approx(0.5, abs=0.02)
+    assert leading_silence(np.zeros(16000, np.float32), 16000) == 0.0
+    loader = MediaLoader(MediaCache(tmp_path / "cache"))
+    plain = loader.load(ref(path), InputSpec(fps=25.0))
+    for _ in range(2):  # decoded, then from the cache
+        trimmed = loader.load(ClipRef("c", "test", path, 0, trim_silence=True), InputSpec(fps=25.0))
+        cut = len(plain.frames) - len(trimmed.frames)
+        assert 11 <= cut <= 13 and trimmed.fallbacks == [LEADING_SILENCE_TRIMMED]
+        assert abs((len(plain.audio) - len(trimmed.audio)) - cut * 640) <= 640  # the same seconds from both
+        assert np.array_equal(trimmed.frames, plain.frames[cut:])
+    assert loader.media_key(ClipRef("c", "test", path, 0, trim_silence=True), InputSpec()) != loader.media_key(
+        ref(path), InputSpec())
+    speech_at_once = loader.load(ClipRef("c", "test", write_media(tmp_path / "t.mp4", talk.frames, 25, audio=talk.audio),
+                                         0, trim_silence=True), InputSpec(fps=25.0))
+    assert speech_at_once.fallbacks == [] and len(speech_at_once.frames) == len(plain.frames)

@@ -284,3 +284,23 @@ def test_fallbacks_are_counted_per_reason_over_scored_clips_only():
                            "fallbacks": ["no_audio_track,silent_track", "", "no_audio_track", None]})
     assert fallback_counts(scores) == {"no_audio_track": 1, "silent_track": 1}
     assert fallback_counts(scores.drop(columns="fallbacks")) == {}  # scores written before fallbacks existed
+
+
+def test_the_trim_silence_variant_cuts_every_clip_it_reads_and_counts_them(tiny_demo, tmp_path):
+    from avbench.clips import LEADING_SILENCE_TRIMMED
+
+    chosen = protocol.get("demo+trim_silence")
+    assert chosen.id == "demo+trim_silence" and chosen.spec()["trim_silence"] is True
+    assert protocol.Protocol.from_spec(chosen.spec()).trim_silence
+    assert protocol.get("demo+four_class+trim_silence").id == "demo+four_class+trim_silence"
+    with pytest.raises(KeyError, match="do not combine"):
+        protocol.get("demo+missing_audio+trim_silence")
+    runner = Runner(settings(tmp_path, "handcrafted", chosen, tiny_demo, bootstrap_resamples=0))
+    assert all(r.trim_silence for fold in chosen.folds(runner.indexes, runner.display)
+               for r in runner.refs(fold.train) + [x for t in fold.tests for x in runner.test_refs(t)])
+    (outcome,) = runner.run()
+    record = outcome.record
+    assert record["protocol"] == "demo+trim_silence" and record["coverage"]["scored"] == 10
+    trimmed = record["coverage"]["fallbacks"].get(LEADING_SILENCE_TRIMMED, 0)
+    scores = pd.read_parquet(outcome.record_path.parent / "scores.parquet")
+    assert trimmed == scores["fallbacks"].str.contains(LEADING_SILENCE_TRIMMED).sum()
