@@ -8,11 +8,9 @@
   horizontal flip with p 0.5 when training; /255 and ImageNet's mean and std. (3, T, 160, 160).
 - Audio, `fbank128` (what the pre-trained audio encoder reads): the whole clip's waveform minus its
   mean, Kaldi's filterbank as torchaudio.compliance.kaldi.fbank computes it with htk_compat,
-  use_energy off, a Hanning window, 128 bins, no dither and a 10 ms shift (25 ms frames), resampled
-  linearly in time to 256 frames (never cut to 2.56 s as the upstream loader does), normalised
-  (x + 4.2677393) / (2 * 4.5689974). (1, 256, 128). torchaudio is not a dependency: the filterbank
-  is written here from Kaldi's definition (DC removal and pre-emphasis 0.97 per frame, the power
-  spectrum of a 512-point FFT, triangular filters in Kaldi's mel scale from 20 Hz to Nyquist).
+  use_energy off, a Hanning window, 128 bins, no dither and a 10 ms shift (avbench.fbank, checked
+  against torchaudio's values), resampled linearly in time to 256 frames (never cut to 2.56 s as
+  the upstream loader does), normalised (x + 4.2677393) / (2 * 4.5689974). (1, 256, 128).
 - Audio, `mfcc32` (the paper's literal input): librosa's MFCC defaults (n_fft 2048, hop 512, 128
   Slaney mels, power to dB with top_db 80, orthonormal DCT-II), 32 coefficients, averaged over 16
   equal segments: (16, 32).
@@ -29,11 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avbench.fbank import kaldi_fbank
+
 SAMPLE_RATE = 16000
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The AVF-MAE++ audio normalisation (AudioSet filterbank statistics).
 FBANK_MEAN, FBANK_STD = -4.2677393, 4.5689974
+#: Samples of one 25 ms filterbank frame.
+FRAME_SAMPLES = 400
 
 
 class FrameSample(NamedTuple):
@@ -101,44 +103,11 @@ def video_tensor(frames: np.ndarray, size: int, crop: Crop | None = None) -> Ten
 
 # -- fbank128 --------------------------------------------------------------------------------------------
 
-def kaldi_mel(f: np.ndarray | float):
-    return 1127.0 * np.log(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
-
-
-def kaldi_mel_banks(bins: int, n_fft: int = 512, sample_rate: int = SAMPLE_RATE, low: float = 20.0,
-                    high: float = 0.0) -> Tensor:
-    """(bins, n_fft // 2 + 1) Kaldi filters: triangles in Kaldi's mel scale between equally spaced
-    mel edges from `low` to `high` (<= 0: Nyquist + high); the Nyquist column is zero, as torchaudio pads it."""
-    high = sample_rate / 2 + high if high <= 0 else high
-    edges = np.linspace(kaldi_mel(low), kaldi_mel(high), bins + 2)
-    mel = kaldi_mel(np.arange(n_fft // 2) * sample_rate / n_fft)[None]
-    left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    weights = np.maximum(0.0, np.minimum((mel - left) / (centre - left), (right - mel) / (right - centre)))
-    return torch.from_numpy(np.pad(weights, ((0, 0), (0, 1)))).float()
-
-
-def kaldi_fbank(wave: Tensor, bins: int = 128, frame_ms: float = 25.0, shift_ms: float = 10.0,
-                sample_rate: int = SAMPLE_RATE) -> Tensor:
-    """(frames, bins) log filterbank energies of a 1-D waveform, as kaldi.fbank with htk_compat,
-    use_energy off, a Hanning window and no dither (snip_edges: whole frames only)."""
-    length, shift = round(sample_rate * frame_ms / 1000), round(sample_rate * shift_ms / 1000)
-    wave = wave.double()
-    if len(wave) < length:
-        wave = F.pad(wave, (0, length - len(wave)))
-    frames = wave.unfold(0, length, shift)  # (n, length)
-    frames = frames - frames.mean(dim=1, keepdim=True)  # remove_dc_offset
-    frames = torch.cat([frames[:, :1] * (1 - 0.97), frames[:, 1:] - 0.97 * frames[:, :-1]], dim=1)  # pre-emphasis
-    frames = frames * torch.hann_window(length, periodic=False, dtype=torch.float64)
-    n_fft = 1 << (length - 1).bit_length()
-    power = torch.fft.rfft(frames, n=n_fft).abs() ** 2
-    energies = power.float() @ kaldi_mel_banks(bins, n_fft, sample_rate).T
-    return energies.clamp_min(torch.finfo(torch.float32).eps).log()
-
-
 def fbank128(audio: np.ndarray | None, n_samples: int, frames: int = 256, bins: int = 128) -> Tensor:
     """The clip's (1, frames, bins) normalised filterbank; `audio` None: `n_samples` of silence."""
     wave = torch.zeros(max(n_samples, 1)) if audio is None else torch.from_numpy(np.asarray(audio, dtype=np.float32))
-    fbank = kaldi_fbank(wave - wave.mean(), bins)
+    wave = F.pad(wave - wave.mean(), (0, max(0, FRAME_SAMPLES - len(wave))))  # at least one 25 ms frame
+    fbank = kaldi_fbank(wave, num_mel_bins=bins)
     fbank = F.interpolate(fbank.T[None], size=frames, mode="linear", align_corners=False)[0].T
     return ((fbank - FBANK_MEAN) / (2 * FBANK_STD))[None]
 
