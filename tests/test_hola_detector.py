@@ -151,3 +151,28 @@ def test_test_time_views_average_the_probabilities_of_shifted_frame_grids():
 
     assert HOLATinyDetector().score(clip) == pytest.approx(view(0.5), abs=1e-6)  # one view: the segments' centres
     assert three.score(clip) == pytest.approx((view(1 / 6) + view(0.5) + view(5 / 6)) / 3, abs=1e-6)
+
+
+def test_window_mode_scores_the_max_of_its_windows_and_trains_on_one_window_a_clip(tiny_demo, cache_dir, tmp_path):
+    import numpy as np
+
+    from avbench.clips import Clip, ClipRef
+    from avbench.detectors.hola import training
+
+    assert training.window_starts(160, 64) == [0, 32, 64, 96] and training.window_starts(100, 64) == [0, 32, 36]
+    assert training.window_starts(10, 64) == [0]
+    rng = np.random.default_rng(0)
+    clip = Clip(ref=ClipRef("c", "d", "c.mp4", 0), fps=25.0, frames=rng.integers(0, 255, (40, 45, 45, 3), np.uint8),
+                audio=rng.normal(0, 0.1, 25600).astype(np.float32))
+    detector = HOLATinyDetector(temporal_mode="window")
+    model, sampling = detector.model, detector.sampling()
+    per_window = [float(training.fake_probabilities(
+        model, [training.clip_inputs(clip, model, sampling=sampling, window=w)[:2]], 1, torch.device("cpu"))[0])
+        for w in training.window_starts(40, 16)]  # tiny: 4 frames 4 apart, a window every 8 frames
+    assert len(per_window) == 4 and detector.score(clip) == pytest.approx(max(per_window), abs=1e-6)
+    mean = HOLATinyDetector(temporal_mode="window", window_aggregation="mean")
+    assert mean.score(clip) == pytest.approx(sum(per_window) / 4, abs=1e-6)
+    video, audio, _ = training.clip_inputs(clip, model, torch.Generator().manual_seed(0), sampling=sampling)
+    assert video.shape == (3, 4, 32, 32) and audio.shape == (1, 32, 16)
+    (outcome,) = Runner(settings(tiny_demo, cache_dir, tmp_path / "runs", temporal_mode="window")).run()
+    assert outcome.record["coverage"]["scored"] == 10

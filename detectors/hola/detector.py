@@ -60,6 +60,8 @@ class HOLADetector(Detector):
       AUC), pssi_tau (1e-6: the paper keeps the clips scored exactly 0 or 1), pssi_epochs_per_round (5),
       pssi_lr (1.5e-5), pssi_accumulate (keep earlier rounds' pseudo-labels). The tiny twin's PSSI
       defaults are the spec's: 2 rounds of 1 epoch, tau 0.45 (so that tiny models select anything).
+    - temporal_mode: "uniform" (the paper's: 16 frames over the whole clip) or "window" (2.56 s
+      windows like the pre-training's, every 1.28 s; window_aggregation max or mean of their P(fake)).
     - tta_views: views averaged per clip when scoring (1, the paper's: the centre frame of each
       segment; V: the frames at (v + 0.5) / V of each segment, mean of the softmax probabilities, as
       upstream's test-time augmentation over temporal offsets).
@@ -88,13 +90,17 @@ class HOLADetector(Detector):
                  pssi: bool = False,
                  pssi_rounds: int | None = None, pssi_select: str = "fixed", pssi_tau: float | None = None,
                  pssi_epochs_per_round: int | None = None, pssi_lr: float = 1.5e-5, pssi_accumulate: bool = False,
-                 tta_views: int = 1, batch_size: int = 16, seed: int = 0):
+                 temporal_mode: str = "uniform", window_aggregation: str = "max", tta_views: int = 1,
+                 batch_size: int = 16, seed: int = 0):
         given = {"epochs": epochs, "train_batch_size": train_batch_size, "lr": lr, "pssi_rounds": pssi_rounds,
                  "pssi_tau": pssi_tau, "pssi_epochs_per_round": pssi_epochs_per_round}
         epochs, train_batch_size, lr, pssi_rounds, pssi_tau, pssi_epochs_per_round = (
             self.training_defaults[k] if v is None else v for k, v in given.items())
         if lr_scale not in ("none", "linear256"):
             raise ValueError(f"lr_scale is 'none' (the peak lr as given) or 'linear256' (x batch / 256), got {lr_scale!r}")
+        if temporal_mode not in ("uniform", "window") or window_aggregation not in ("max", "mean"):
+            raise ValueError(f"temporal_mode is 'uniform' or 'window', window_aggregation 'max' or 'mean'; got "
+                             f"{temporal_mode!r}, {window_aggregation!r}")
         if pssi_select not in ("fixed", "dev"):
             raise ValueError(f"pssi_select is 'fixed' (pssi_rounds rounds) or 'dev' (the best dev round), got {pssi_select!r}")
         if not 0 < pssi_tau < 0.5:
@@ -117,6 +123,7 @@ class HOLADetector(Detector):
         self.random_erasing, self.mixup, self.cutmix, self.label_smoothing = random_erasing, mixup, cutmix, label_smoothing
         self.pssi, self.pssi_rounds, self.pssi_select, self.pssi_tau = bool(pssi), pssi_rounds, pssi_select, pssi_tau
         self.pssi_epochs_per_round, self.pssi_lr, self.pssi_accumulate = pssi_epochs_per_round, pssi_lr, pssi_accumulate
+        self.temporal_mode, self.window_aggregation = temporal_mode, window_aggregation
         self.tta_views, self.batch_size, self.seed = tta_views, batch_size, seed
         self.cfg = self.model_config()  # every option checked now, before any clip
         self.uses_pool = self.pssi
@@ -168,7 +175,11 @@ class HOLADetector(Detector):
         lr = self.lr * (self.train_batch_size / 256 if self.lr_scale == "linear256" else 1)
         return training.Recipe(self.epochs, self.train_batch_size, lr, self.min_lr, self.weight_decay,
                                self.layer_decay, self.batch_size,
-                               training.Regularisation(self.random_erasing, self.mixup, self.cutmix, self.label_smoothing))
+                               training.Regularisation(self.random_erasing, self.mixup, self.cutmix, self.label_smoothing),
+                               self.sampling())
+
+    def sampling(self) -> training.Sampling:
+        return training.Sampling(self.temporal_mode, self.tta_views, aggregation=self.window_aggregation)
 
     def fit(self, train: "ClipSet", val: "ClipSet", seed: int, device: str | None = None) -> "HOLADetector":
         """Fine-tune on `train` minus its dev slice (`val` is not used: the protocol's val split may be
@@ -204,18 +215,10 @@ class HOLADetector(Detector):
         return self.score_batch([clip])[0]
 
     def score_batch(self, clips) -> list[float]:
-        """Each clip's P(fake), the mean over its `tta_views` views (frames at offsets (v + 0.5) / V of
-        their segments), all views of all clips batched on the device."""
-        clips = list(clips)
-        offsets = [(v + 0.5) / self.tta_views for v in range(self.tta_views)]
-        inputs = []
-        for clip in clips:
-            for offset in offsets:
-                video, audio, fallbacks = training.clip_inputs(clip, self.model, offset=offset)
-                inputs.append((video, audio))
-            clip.fallbacks.extend(f for f in fallbacks if f not in clip.fallbacks)
-        p = training.fake_probabilities(self.model, inputs, self.batch_size, torch.device(self.device))
-        return [float(x) for x in p.reshape(len(clips), len(offsets)).mean(1)]
+        """Each clip's P(fake) (training.clip_probabilities: tta views or windows), every view of every
+        clip batched on the device."""
+        return training.clip_probabilities(self.model, list(clips), self.sampling(), self.batch_size,
+                                           torch.device(self.device))
 
     # -- learned state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -37,7 +37,7 @@ from avbench.clips import ClipError
 from avbench.training import Selection, Trainer, autocast, chunks, clips_digest, holdout
 
 from .model import HOLA
-from .preprocess import Crop, fbank128, frame_indices, mfcc32, video_tensor
+from .preprocess import Crop, FrameSample, fbank128, frame_indices, mfcc32, video_tensor
 
 if TYPE_CHECKING:
     from avbench.clips import Clip
@@ -51,28 +51,95 @@ FRAMES_REPEATED = "frames_repeated"
 SILENT_TRACK = "silent_track"
 
 
-def clip_inputs(clip: "Clip", model: HOLA, generator: torch.Generator | None = None,
-                random_erasing: float = 0.0, offset: float = 0.5) -> tuple[Tensor, Tensor, tuple]:
-    """(video (3, T, S, S), audio (1, frames, bins) or (16, 32) under mfcc32, fallbacks) of one clip;
-    `generator` draws the training frames, crop and erasing, None gives an evaluation view: the
-    frames at `offset` of their segments, the centre crop."""
+class Sampling(NamedTuple):
+    """How a clip becomes the model's inputs (the spec's `temporal_mode`). uniform (default): one
+    frame per equal segment of the whole clip and the whole clip's audio; scoring averages P(fake)
+    over `tta_views` grids shifted within their segments. window: clips of 2.56 s like the
+    pre-training's (16 frames `frame_stride` apart and their audio), every `hop` = half a window
+    (the last one flush with the clip's end); training draws one window of each clip (labelled as
+    the clip: a fake window may lack the fake segment), scoring takes the `aggregation` (max or
+    mean) of the windows' P(fake)."""
+
+    mode: str = "uniform"
+    tta_views: int = 1
+    frame_stride: int = 4
+    aggregation: str = "max"
+
+
+def window_starts(n: int, span: int) -> list[int]:
+    """First frame of each window of `span` frames over n, every span // 2 and one flush with the end."""
+    if n <= span:
+        return [0]
+    starts = list(range(0, n - span + 1, max(1, span // 2)))
+    return starts + ([n - span] if starts[-1] != n - span else [])
+
+
+def clip_inputs(clip: "Clip", model: HOLA, generator: torch.Generator | None = None, random_erasing: float = 0.0,
+                offset: float = 0.5, sampling: Sampling = Sampling(), window: int | None = None
+                ) -> tuple[Tensor, Tensor, tuple]:
+    """(video (3, T, S, S), audio (1, frames, bins) or (16, 32) under mfcc32, fallbacks) of one view
+    of a clip. `generator` draws a training view (frames, window, crop, erasing); without it, the
+    frames at `offset` of their segments (uniform) or the window starting at frame `window`."""
     cfg = model.cfg
     if clip.frames is None or not len(clip.frames):
         raise ValueError(f"{clip.ref.path}: HOLA needs the clip's frames; load it with the detector's input_spec")
     frames, size = cfg.video.input_size[0], cfg.video.input_size[1]
-    sample = frame_indices(len(clip.frames), frames, generator, offset)
+    n, fps = len(clip.frames), clip.fps or 25.0
+    audio = None if clip.audio_removed or clip.audio is None or not len(clip.audio) else clip.audio
+    if sampling.mode == "window":
+        span = frames * sampling.frame_stride
+        starts = window_starts(n, span)
+        first = starts[int(torch.randint(len(starts), (1,), generator=generator))] if generator is not None else window
+        wanted = first + np.arange(frames) * sampling.frame_stride
+        sample = FrameSample(np.minimum(wanted, n - 1), int((wanted > n - 1).sum()))
+        a, b = (round(f / fps * clip.sample_rate) for f in (first, first + span))
+        audio = None if audio is None else audio[a:b]
+        samples = b - a
+    else:
+        sample = frame_indices(n, frames, generator, offset)
+        samples = round(n / fps * clip.sample_rate)
     crop = None if generator is None else Crop.draw(round(size * 224 / 160), generator)
     video = video_tensor(clip.frames[sample.indices], size, crop)
     if generator is not None and random_erasing and bool(torch.rand(1, generator=generator) < random_erasing):
         video = erase(video, generator)
-    audio = None if clip.audio_removed or clip.audio is None or not len(clip.audio) else clip.audio
-    samples = round(len(clip.frames) / (clip.fps or 25.0) * clip.sample_rate)
+    if audio is not None and not len(audio):
+        audio = None
     if cfg.audio_frontend == "mfcc32":
         spectrum = mfcc32(audio, samples)
     else:
         spectrum = fbank128(audio, samples, *cfg.audio.input_size)
     fallbacks = ((FRAMES_REPEATED,) if sample.repeated else ()) + ((SILENT_TRACK,) if audio is None else ())
     return video, spectrum, fallbacks
+
+
+def clip_views(clip: "Clip", model: HOLA, sampling: Sampling) -> tuple[list[tuple[Tensor, Tensor]], tuple]:
+    """The evaluation views of a clip (its tta grids, or its windows) and the fallbacks they needed."""
+    if sampling.mode == "window":
+        span = model.cfg.video.input_size[0] * sampling.frame_stride
+        parts = [clip_inputs(clip, model, sampling=sampling, window=w) for w in window_starts(len(clip.frames), span)]
+    else:
+        parts = [clip_inputs(clip, model, offset=(v + 0.5) / sampling.tta_views, sampling=sampling)
+                 for v in range(sampling.tta_views)]
+    return [(v, a) for v, a, _ in parts], tuple(dict.fromkeys(f for _, _, fs in parts for f in fs))
+
+
+def clip_probabilities(model: HOLA, clips: Iterable["Clip"], sampling: Sampling, batch_size: int,
+                       device: torch.device) -> list[float]:
+    """Each clip's P(fake): the mean over its tta views, or the aggregation of its windows' (all views
+    of all clips batched as they come; each clip declares the fallbacks its views needed)."""
+    counts: list[int] = []
+
+    def views():
+        for clip in clips:
+            inputs, fallbacks = clip_views(clip, model, sampling)
+            clip.fallbacks.extend(f for f in fallbacks if f not in clip.fallbacks)
+            counts.append(len(inputs))
+            yield from inputs
+
+    p = fake_probabilities(model, views(), batch_size, device)
+    parts = torch.split(p, counts) if counts else ()
+    pool = torch.max if sampling.mode == "window" and sampling.aggregation == "max" else torch.mean
+    return [float(pool(part)) for part in parts]
 
 
 def fake_probabilities(model: HOLA, inputs: Iterable[tuple[Tensor, Tensor]], batch_size: int,
@@ -168,10 +235,11 @@ class HOLATraining:
     """The TrainingTask: examples drawn in a seeded order each epoch, one random view each."""
 
     def __init__(self, model: HOLA, examples: list[Example], dev: list[Example], batch_size: int,
-                 device: torch.device, eval_batch_size: int, regularisation: Regularisation = Regularisation()):
+                 device: torch.device, eval_batch_size: int, regularisation: Regularisation = Regularisation(),
+                 sampling: Sampling = Sampling()):
         self.model, self.examples, self.dev_examples = model, examples, dev
         self.batch_size, self.eval_batch_size, self.dev = batch_size, eval_batch_size, device
-        self.regularisation = regularisation
+        self.regularisation, self.sampling = regularisation, sampling
 
     def epoch_jobs(self, generator: torch.Generator) -> list[list[tuple[int, int]]]:
         order = torch.randperm(len(self.examples), generator=generator).tolist()
@@ -184,7 +252,7 @@ class HOLATraining:
         videos, audios = [], []
         for k, view_seed in job:
             video, audio, _ = clip_inputs(self.examples[k].load(), self.model, torch.Generator().manual_seed(view_seed),
-                                          self.regularisation.random_erasing)
+                                          self.regularisation.random_erasing, sampling=self.sampling)
             videos.append(video)
             audios.append(audio)
         return torch.stack(videos), torch.stack(audios), torch.tensor([self.examples[k].label for k, _ in job])
@@ -200,8 +268,8 @@ class HOLATraining:
             return None
         from sklearn.metrics import roc_auc_score
 
-        p = fake_probabilities(self.model, (clip_inputs(e.load(), self.model)[:2] for e in self.dev_examples),
-                               self.eval_batch_size, self.dev).numpy()
+        p = np.array(clip_probabilities(self.model, (e.load() for e in self.dev_examples), self.sampling,
+                                        self.eval_batch_size, self.dev))
         labels = np.array([e.label for e in self.dev_examples])
         loss = float(-np.mean(np.log(np.clip(np.where(labels == 1, p, 1 - p), 1e-12, None))))
         auc = float(roc_auc_score(labels, p)) if len(set(labels.tolist())) == 2 else None
@@ -278,6 +346,7 @@ class Recipe(NamedTuple):
     layer_decay: float
     eval_batch_size: int
     regularisation: Regularisation = Regularisation()
+    sampling: Sampling = Sampling()
 
 
 def finetune(model: HOLA, train: "ClipSet", *, seed: int, device: str, recipe: Recipe, directory: Path | None
@@ -290,7 +359,7 @@ def finetune(model: HOLA, train: "ClipSet", *, seed: int, device: str, recipe: R
         raise ValueError(f"HOLA needs training clips of two speakers at least ({len(examples)} usable of "
                          f"{len(train.refs)}; failed: {sorted({e.reason for e in train.failures.values()})})")
     task = HOLATraining(model, examples, dev, recipe.batch_size, dev_device, recipe.eval_batch_size,
-                        recipe.regularisation)
+                        recipe.regularisation, recipe.sampling)
     key = {"kind": "hola", "config": model.cfg.as_dict(), "seed": seed, **recipe._asdict(),
            "train": clips_digest(examples), "dev": clips_digest(dev)}
     history = train_epochs(model, task, epochs=recipe.epochs, lr=recipe.lr, min_lr=recipe.min_lr,
@@ -318,13 +387,13 @@ def pseudo_label_rounds(model: HOLA, examples: list[Example], dev: list[Example]
     kept: dict[str, int] = {}
     best = None
     for k in range(pssi.rounds):
-        scored = score_pool(model, pool, recipe.eval_batch_size, dev_device)
+        scored = score_pool(model, pool, recipe.sampling, recipe.eval_batch_size, dev_device)
         labels = {t: int(p >= 0.5) for t, p in scored.items() if p >= 1 - pssi.tau or p <= pssi.tau}
         kept = {**kept, **labels} if pssi.accumulate else labels
         rounds.append(dict(labels))
         pseudo = [Example(lambda t=t: pool.load(t), label, "", t) for t, label in kept.items()]
         task = HOLATraining(model, examples + pseudo, dev, recipe.batch_size, dev_device, recipe.eval_batch_size,
-                            recipe.regularisation)
+                            recipe.regularisation, recipe.sampling)
         key = {"kind": "hola_pssi", "round": k + 1, "config": model.cfg.as_dict(), "seed": seed,
                "pseudo": clips_digest(pseudo), **pssi._asdict()}
         history = train_epochs(model, task, epochs=pssi.epochs_per_round, lr=pssi.lr, min_lr=recipe.min_lr,
@@ -342,14 +411,14 @@ def pseudo_label_rounds(model: HOLA, examples: list[Example], dev: list[Example]
     return rounds, histories
 
 
-def score_pool(model: HOLA, pool: "UnlabeledPool", batch_size: int, device: torch.device) -> dict[str, float]:
-    """P(fake) of every pool clip that loads, by token (the evaluation view)."""
+def score_pool(model: HOLA, pool: "UnlabeledPool", sampling: Sampling, batch_size: int,
+               device: torch.device) -> dict[str, float]:
+    """P(fake) of every pool clip that loads, by token, as scoring computes it."""
     tokens: list[str] = []
 
-    def inputs():
+    def clips():
         for token, clip in pool.clips():
             tokens.append(token)
-            yield clip_inputs(clip, model)[:2]
+            yield clip
 
-    p = fake_probabilities(model, inputs(), batch_size, device)
-    return dict(zip(tokens, p.tolist()))
+    return dict(zip(tokens, clip_probabilities(model, clips(), sampling, batch_size, device)))
