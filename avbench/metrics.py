@@ -28,8 +28,12 @@ CLASS_METRICS = ("CLASS_ACC", "CLASS_AUC")
 #: Calibration of probability scores (lower is better): ECE over ECE_BINS equal-width bins, and Brier.
 CALIBRATION_METRICS = ("ECE", "BRIER")
 ECE_BINS = 15
+#: Decision metrics at THRESHOLD that some papers report beside ACC (HOLA's challenge table): the
+#: support-weighted F1 of the two classes and the unweighted average recall (macro recall), both
+#: from scikit-learn; computed where a protocol asks for them (`extra_metrics`), for probabilities.
+THRESHOLD_METRICS = ("WA-F1", "UAR")
 #: Every metric a run record may hold, in the order tables show them.
-ALL_METRICS = METRICS + CLASS_METRICS + CALIBRATION_METRICS + (LOCALISATION_METRIC,)
+ALL_METRICS = METRICS + THRESHOLD_METRICS + CLASS_METRICS + CALIBRATION_METRICS + (LOCALISATION_METRIC,)
 AGGREGATIONS = ("mean_logit", "mean_prob", "max", "min", "median", "lse")
 THRESHOLD = 0.5
 _BATCH_ELEMENTS = 2_000_000  # resamples x clips held in memory at once by the bootstrap
@@ -58,6 +62,16 @@ def compute_metrics(labels, scores, *, probabilities: bool) -> dict[str, float]:
         out["ACC"] = float(np.mean((s >= THRESHOLD) == y))
     out["EER"] = float(eer)
     return out
+
+
+def threshold_metrics(labels, scores) -> dict[str, float]:
+    """WA-F1 and UAR of probability scores thresholded at THRESHOLD (fake = 1), as fractions."""
+    from sklearn.metrics import f1_score, recall_score
+
+    y, s = _validate(labels, scores, True)
+    predicted = (s >= THRESHOLD).astype(int)
+    return {"WA-F1": float(f1_score(y, predicted, average="weighted", labels=[0, 1], zero_division=0)),
+            "UAR": float(recall_score(y, predicted, average="macro", labels=[0, 1], zero_division=0))}
 
 
 def four_class_label(label: int, video_label: int | None, audio_label: int | None) -> int | None:

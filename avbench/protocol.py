@@ -61,7 +61,7 @@ VARIANTS = (FOUR_CLASS, MISSING_AUDIO, TRIM_SILENCE)
 PERTURB = "perturb"
 #: Parameters any protocol may set or override, with their defaults where they are read.
 OPTIONAL_PARAMS = {"split", "split_ratios", "split_seed", "folds", "per_identity_class", "val_split", "test_split",
-                   "subsets", "subset_reals", "averages", "pool",
+                   "subsets", "subset_reals", "averages", "pool", "extra_metrics",
                    "fakes", "train_label"}
 
 
@@ -172,6 +172,14 @@ class Protocol:
         return sorted(names | ({self.pool.dataset} if self.pool else set()))
 
     @property
+    def extra_metrics(self) -> tuple[str, ...]:
+        """Metrics a paper's table adds (metrics.THRESHOLD_METRICS), reported beside the usual ones."""
+        names = self.params.get("extra_metrics", [])
+        if problem := _param_problem("extra_metrics", names):
+            raise ValueError(f"protocol '{self.name}': extra_metrics {problem}, got {names!r}")
+        return tuple(names)
+
+    @property
     def pool(self) -> Pool | None:
         """The unlabelled pool the `pool` parameter names ({dataset, split} of an indexed dataset, or
         {dataset, unlabeled = [subset, ...]}; sample_per_label and sample_seed as for test sets), or None."""
@@ -242,7 +250,7 @@ class Protocol:
         {dataset, split, subsets, subset_reals, fakes, sample_per_label, stratify_by, sample_seed}."""
         p = self.params
         spec = {"dataset": spec} if isinstance(spec, str) else dict(spec)
-        unknown = set(spec) - {"dataset", "split", "subsets", "subset_reals", "averages", "pool", "fakes", "sample_per_label",
+        unknown = set(spec) - {"dataset", "split", "subsets", "subset_reals", "averages", "pool", "extra_metrics", "fakes", "sample_per_label",
                                "stratify_by", "sample_seed"}
         if unknown:
             raise ValueError(f"protocol '{self.name}': unknown test-set keys {sorted(unknown)}")
@@ -327,6 +335,11 @@ def _param_problem(key: str, value) -> str:
     if key == "categories":
         return "" if isinstance(value, list) and all(isinstance(v, str) for v in value) else \
             'takes a JSON list of category names, e.g. ["RVFA"]'
+    if key == "extra_metrics":
+        from avbench.metrics import THRESHOLD_METRICS
+
+        ok = isinstance(value, list) and all(v in THRESHOLD_METRICS for v in value)
+        return "" if ok else "takes a list of " + ", ".join(THRESHOLD_METRICS)
     if key == "pool":
         ok = (isinstance(value, dict) and isinstance(value.get("dataset"), str) and value["dataset"]
               and set(value) <= {"dataset", "split", "unlabeled", "sample_per_label", "sample_seed"}
@@ -491,7 +504,7 @@ def _parse(name: str, text: str) -> Protocol:
         params=data.get("params", {}),
         seeds=tuple(data.get("seeds", (0, 1, 2))),
     )
-    protocol.named_averages, protocol.pool  # a malformed table fails when the file is read, not after a run
+    protocol.named_averages, protocol.pool, protocol.extra_metrics  # malformed: fails when read, not after a run
     return protocol
 
 

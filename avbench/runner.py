@@ -628,7 +628,7 @@ class Runner:
         rows = metric_rows(scores, folds, self.display, self.s.protocol.reports_average,
                            probabilities=cls.scores_are_probabilities, seed=seed,
                            n_resamples=self.s.bootstrap_resamples, four_class=self.s.protocol.four_class,
-                           named_averages=self.s.protocol.named_averages)
+                           named_averages=self.s.protocol.named_averages, extra=self.s.protocol.extra_metrics)
         failed = scores[scores["status"] != "scored"]
         return {
             "schema": RECORD_SCHEMA,
@@ -719,13 +719,13 @@ class FailFast:
 
 def metric_rows(scores: pd.DataFrame, folds: list[Fold], display: dict[str, str], average: bool, *,
                 probabilities: bool, seed: int, n_resamples: int, four_class: bool = False,
-                named_averages: dict[str, tuple[str, ...]] | None = None) -> list[dict]:
+                named_averages: dict[str, tuple[str, ...]] | None = None, extra: tuple[str, ...] = ()) -> list[dict]:
     """Metric rows of a run: per test set ("all"), per subset, and their AVG where reported, then
     each of `named_averages` (a name -> the subsets it averages); with `four_class`, CLASS_METRICS
-    of each whole test set too."""
+    of each whole test set too; `extra` metrics (metrics.THRESHOLD_METRICS) beside the usual ones."""
     rows = []
     for _, test, key, part in evaluation_parts(scores, folds, display):
-        rows += _rows_for(part, key, probabilities, seed, n_resamples)
+        rows += _rows_for(part, key, probabilities, seed, n_resamples, extra)
         if four_class and key["subset"] == (test.as_subset or "all"):
             rows += _class_rows(part, key)
     subset_rows = rows
@@ -782,23 +782,27 @@ def not_computable(part: pd.DataFrame, name: str = "") -> str:
     return ""
 
 
-def _rows_for(part: pd.DataFrame, base: dict, probabilities: bool, seed: int, n_resamples: int) -> list[dict]:
+def _rows_for(part: pd.DataFrame, base: dict, probabilities: bool, seed: int, n_resamples: int,
+              extra: tuple[str, ...] = ()) -> list[dict]:
     ok = part[part["status"] == "scored"]
     labels, values = ok["label"].to_numpy(), ok["score"].to_numpy(dtype=float)
     counts = {"n_real": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
               "n_failed": int(len(part) - len(ok))}
     calibration = metrics.CALIBRATION_METRICS if probabilities else ()
+    extra = extra if probabilities else ()  # thresholded at 0.5: probabilities only, as ACC
     if why := not_computable(part):
-        names = [m for m in metrics.METRICS + calibration if probabilities or m != "ACC"]
+        names = [m for m in metrics.METRICS + extra + calibration if probabilities or m != "ACC"]
         return [{**base, "metric": name, "value": None, "ci_low": None, "ci_high": None, **counts,
                  "not_computable": why} for name in names]
     computed = metrics.compute_metrics(labels, values, probabilities=probabilities)
+    if extra:
+        computed |= {k: v for k, v in metrics.threshold_metrics(labels, values).items() if k in extra}
     if probabilities:
         computed |= metrics.calibration_metrics(labels, values)
     rows = []
     for name, value in computed.items():
         low = high = method = None
-        if n_resamples and counts["n_real"] > 1 and counts["n_fake"] > 1 and name != "ECE":
+        if n_resamples and counts["n_real"] > 1 and counts["n_fake"] > 1 and name not in ("ECE", *extra):
             low, high, method = significance.interval(labels, values, name, n_resamples=n_resamples, seed=seed,
                                                       probabilities=probabilities)
         row = {**base, "metric": name, "value": _num(value), "ci_low": _num(low), "ci_high": _num(high),

@@ -299,10 +299,12 @@ def test_hola_published_numbers_meet_av1m_pp_and_say_they_may_be_transductive():
         rec = record(0, {}, detector=f"d{k}", protocol=chosen.id, published_as=names)
         rec["provenance"] = {"protocol_spec": chosen.spec()}
         rec["metrics"] = [{"train": fold.train_label, "test_set": "AV1M++", "subset": "all", "metric": m, "value": 0.9}
-                          for m in ("AUC", "ACC")]
+                          for m in ("AUC", "ACC", "WA-F1", "UAR")]
         records.append(rec)
     board = build_leaderboard(records, load_published()).set_index(["detector", "metric"])
     assert board.loc[("d0", "AUC"), "published"] == pytest.approx(0.9991)
     assert "[possibly transductive]" in board.loc[("d0", "AUC"), "published_source"]
     assert board.loc[("d1", "ACC"), "published"] == pytest.approx(0.9821)
+    assert board.loc[("d0", "UAR"), "published"] == pytest.approx(0.9807)
+    assert board.loc[("d1", "WA-F1"), "published"] == pytest.approx(0.9832)
     assert "transductive" not in board.loc[("d1", "ACC"), "published_source"]

@@ -188,3 +188,16 @@ def test_class_metrics_are_accuracy_and_the_macro_one_vs_rest_auc():
     assert math.isnan(missing["CLASS_AUC"]) and 0 <= missing["CLASS_ACC"] <= 1
     with pytest.raises(ValueError, match="range"):
         class_metrics([0, 5], p[:2])
+
+
+def test_weighted_f1_and_unweighted_recall_at_the_threshold():
+    from sklearn.metrics import f1_score, recall_score
+
+    from avbench.metrics import threshold_metrics
+
+    labels, scores = [0, 0, 0, 1, 1, 1, 1, 1], [0.1, 0.6, 0.2, 0.9, 0.4, 0.8, 0.7, 0.5]
+    predicted = [0, 1, 0, 1, 0, 1, 1, 1]  # >= 0.5 is fake
+    got = threshold_metrics(labels, scores)
+    assert got["WA-F1"] == pytest.approx(f1_score(labels, predicted, average="weighted"))
+    assert got["UAR"] == pytest.approx((2 / 3 + 4 / 5) / 2)  # the mean of the two classes' recalls
+    assert threshold_metrics([0, 0, 1, 1], [0.9, 0.9, 0.9, 0.9])["UAR"] == 0.5  # everything fake: chance

@@ -304,3 +304,21 @@ def test_the_trim_silence_variant_cuts_every_clip_it_reads_and_counts_them(tiny_
     trimmed = record["coverage"]["fallbacks"].get(LEADING_SILENCE_TRIMMED, 0)
     scores = pd.read_parquet(outcome.record_path.parent / "scores.parquet")
     assert trimmed == scores["fallbacks"].str.contains(LEADING_SILENCE_TRIMMED).sum()
+
+
+def test_a_protocol_may_ask_for_wa_f1_and_uar_beside_the_usual_metrics():
+    from avbench.runner import metric_rows
+
+    chosen = protocol.get("demo").with_params(extra_metrics=["WA-F1", "UAR"])
+    assert chosen.extra_metrics == ("WA-F1", "UAR") and protocol.get("av1m_pp_classification").extra_metrics
+    with pytest.raises(ValueError, match="extra_metrics takes a list of WA-F1, UAR"):
+        chosen.with_params(extra_metrics=["F1"])
+    fold = chosen.folds(None)[0]
+    scores = pd.DataFrame({"fold": "main", "test_set": "demo", "label": [0, 0, 1, 1], "score": [0.2, 0.6, 0.7, 0.9],
+                           "status": "scored", "subset_value": ""})
+    names = lambda rows: {r["metric"] for r in rows}  # noqa: E731
+    rows = metric_rows(scores, [fold], {}, False, probabilities=True, seed=0, n_resamples=0, extra=chosen.extra_metrics)
+    assert {"WA-F1", "UAR", "AUC", "ACC"} <= names(rows)
+    assert next(r for r in rows if r["metric"] == "UAR")["value"] == pytest.approx(0.75)
+    plain = metric_rows(scores, [fold], {}, False, probabilities=False, seed=0, n_resamples=0, extra=("UAR",))
+    assert "UAR" not in names(plain)  # a threshold needs probabilities
