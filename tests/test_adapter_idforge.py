@@ -75,10 +75,10 @@ def test_shots_labels_identities_and_problems(tmp_path, shot):
     counts = index.frame.groupby(["split", "label"]).size().to_dict()
     assert counts == {("test", 0): 1, ("test", 1): 2, ("train", 0): 1, ("train", 1): 3, ("val", 1): 1}
     assert index.problems == [
-        f"test/face_audiomismatch_textmismatch/id03/id03_02/s3: 2 audio files "
-        f"(test/face_audiomismatch_textmismatch/id03/id03_02/s3/a.mp3, "
-        f"test/face_audiomismatch_textmismatch/id03/id03_02/s3/b.mp3); "
-        f"reads test/face_audiomismatch_textmismatch/id03/id03_02/s3/a.mp3",
+        "test/face_audiomismatch_textmismatch/id03/id03_02/s3: 2 audio files "
+        "(test/face_audiomismatch_textmismatch/id03/id03_02/s3/a.mp3, "
+        "test/face_audiomismatch_textmismatch/id03/id03_02/s3/b.mp3); "
+        "reads test/face_audiomismatch_textmismatch/id03/id03_02/s3/a.mp3",
         f"test/pristine/id03/id03_02/s2: audio file (*.mp3 or *.mp3.mp4) not found under {tmp_path}; kept, "
         "runs will count it as failed",
         f"test/tts_textgen/id03/id03_02/s0: frames_ndarray.npy not found under {tmp_path}; kept, "

@@ -191,7 +191,7 @@ def test_class_metrics_are_accuracy_and_the_macro_one_vs_rest_auc():
 
 
 def test_weighted_f1_and_unweighted_recall_at_the_threshold():
-    from sklearn.metrics import f1_score, recall_score
+    from sklearn.metrics import f1_score
 
     from avbench.metrics import threshold_metrics
 
