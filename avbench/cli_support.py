@@ -107,6 +107,37 @@ def real_clips(data_root: list[str], split: str, protocol: str | None) -> list:
     return refs
 
 
+class EpochDisplay:
+    """What a training command shows while it trains: a bar over the current epoch's steps and one
+    line per finished epoch, `describe(record)` after "epoch k/n: "; `on_step` and `on_epoch` go to
+    the trainer, `trained` lists the epochs trained by this process (none: the run was complete)."""
+
+    def __init__(self, epochs: int, describe):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.epochs, self.describe, self.trained = epochs, describe, []
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=err_console)
+        self.task = self.progress.add_task("epoch 1", total=None)
+
+    def on_step(self, epoch: int, step: int, steps: int) -> None:
+        self.progress.update(self.task, description=f"epoch {epoch}/{self.epochs}", completed=step, total=steps)
+
+    def on_epoch(self, record: dict) -> None:
+        self.trained.append(record["epoch"])
+        self.progress.console.print(f"epoch {record['epoch']}/{self.epochs}: {self.describe(record)}")
+
+
+def say_unusable(failures: dict, total: int, listed_in) -> None:
+    """One warning line counting the clips a command could not use (ClipErrors by clip id), by reason."""
+    if failures:
+        reasons: dict[str, int] = {}
+        for err in failures.values():
+            reasons[err.reason] = reasons.get(err.reason, 0) + 1
+        err_console.print(f"[yellow]{len(failures)} of {total} clips could not be used:[/] {reasons} "
+                          f"(listed in {listed_in})")
+
+
 def main(app: typer.Typer, prog_name: str) -> None:
     """Run a typer app so that no command ends in a traceback: an error nobody foresaw prints one line
     and exits 1; `-v` (logging at INFO) prints its traceback too."""

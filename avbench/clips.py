@@ -44,6 +44,10 @@ AUDIO_ABSENT = "absent"
 NO_AUDIO_TRACK = "no_audio_track"
 #: The label of a clip whose dataset publishes none (an unlabelled pool's test subsets): never indexed.
 UNLABELED = -1
+#: Fallbacks a detector declares while it scores: a clip shorter than the frames a sample takes
+#: (its last frame repeated), and audio read as silence (removed by the protocol, or absent).
+FRAMES_REPEATED = "frames_repeated"
+SILENT_TRACK = "silent_track"
 #: Declared on a clip whose leading silence a +trim_silence protocol cut.
 LEADING_SILENCE_TRIMMED = "leading_silence_trimmed"
 #: The fallback of a clip without a face whose detector takes centre crops instead (InputSpec.no_face).
@@ -122,6 +126,10 @@ class Clip:
     @property
     def clip_id(self) -> str:
         return self.ref.clip_id
+
+    def declare(self, *fallbacks: str) -> None:
+        """Add fallbacks to `fallbacks`, each once however often a clip's windows or views need it."""
+        self.fallbacks.extend(f for f in dict.fromkeys(fallbacks) if f not in self.fallbacks)
 
     @property
     def duration(self) -> float:

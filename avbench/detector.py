@@ -116,6 +116,8 @@ class Detector:
     input_spec: InputSpec = InputSpec()
     #: Where the detector computes ("cpu", "cuda"); set by `to`, not an option, so checkpoints are device-free.
     device: str = "cpu"
+    #: Where `fit` keeps its resumable state (`use_training_dir`); None: nowhere, it starts afresh.
+    training_dir: Path | None = None
     #: Per-epoch records of the last `fit`, for a detector that trains by epochs (JSON-serialisable);
     #: the runner keeps them in the fold's fit.json.
     history: dict | list | None = None
@@ -164,8 +166,9 @@ class Detector:
 
     def use_training_dir(self, directory: Path) -> None:
         """Called by the runner before `fit` with a folder that outlives an interrupted run (it is
-        removed once the fitted detector is saved): a detector whose training is long keeps its
-        resumable training state there, so the same command resumes mid-training."""
+        removed once the fitted detector is saved), kept as `training_dir`: a detector whose training
+        is long keeps its resumable training state there, so the same command resumes mid-training."""
+        self.training_dir = Path(directory)
 
     # -- media -------------------------------------------------------------------------------------
     def use_loader(self, loader: "MediaLoader") -> None:

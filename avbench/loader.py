@@ -69,9 +69,9 @@ class MediaLoader:
         absent = spec.audio and ref.audio_absent
         arrays = self._decoded(ref, spec, needs_audio=spec.audio and not (remove_audio or absent))
         clip = Clip(ref=ref, fps=spec.fps, **{k: v for k, v in arrays.items() if k not in MARKERS})
-        clip.fallbacks += [fallback for marker, fallback in MARKERS.items() if marker in arrays]
+        clip.declare(*(fallback for marker, fallback in MARKERS.items() if marker in arrays))
         if absent:
-            clip.fallbacks.append(NO_AUDIO_TRACK)
+            clip.declare(NO_AUDIO_TRACK)
         if remove_audio or absent:
             clip.audio_removed = True
             if spec.audio and not spec.audio_optional:
@@ -130,42 +130,44 @@ class MediaLoader:
         """The arrays of `spec`; with ref.trim_silence, from the end of the clip's leading silence
         (a whole number of frames at spec.fps, so that audio and video stay in sync)."""
         arrays: dict[str, np.ndarray] = {}
-        start = self._speech_start(ref, spec) if ref.trim_silence else 0.0
+        start, track = self._speech_start(ref, spec) if ref.trim_silence else (0.0, None)
         until = None if spec.max_seconds is None else start + spec.max_seconds
         if spec.video:
             arrays.update(self._decode_video(ref, spec, start, until))
         if needs_audio:
-            audio = media.decode_audio(ref.audio_path or ref.path, media.SAMPLE_RATE, until)[round(start * media.SAMPLE_RATE):]
+            if track is None:
+                audio = media.decode_audio(ref.audio_path or ref.path, media.SAMPLE_RATE, until)
+            else:  # the whole track is decoded already: cut it, do not decode it again
+                audio = track[round(start * media.SAMPLE_RATE):None if until is None else round(until * media.SAMPLE_RATE)]
             arrays["audio"] = _perturbation(ref).audio(audio, media.SAMPLE_RATE, ref.clip_id) if ref.perturbation else audio
         if start:
             arrays[TRIMMED] = np.array(start)
         return arrays
 
     @staticmethod
-    def _speech_start(ref: ClipRef, spec: InputSpec) -> float:
-        """Seconds of leading silence in the clip's audio (0 without an audio track), rounded down to
-        whole frames at spec.fps and never past the last frame."""
+    def _speech_start(ref: ClipRef, spec: InputSpec) -> tuple[float, np.ndarray | None]:
+        """(seconds of leading silence in the clip's audio, rounded down to whole frames at spec.fps
+        and never past the last frame; the whole decoded track), (0, None) without an audio track."""
         if ref.audio_absent:
-            return 0.0
+            return 0.0, None
         try:
             audio = media.decode_audio(ref.audio_path or ref.path, media.SAMPLE_RATE)
         except ClipError as exc:
             if exc.reason == "no_audio_stream":
-                return 0.0
+                return 0.0, None
             raise
         start = leading_silence(audio, media.SAMPLE_RATE)
         if spec.fps:
             frame = 1 / spec.fps
             start = max(0.0, min(math.floor(start * spec.fps) * frame, len(audio) / media.SAMPLE_RATE - frame))
-        return start
+        return start, audio
 
-    def _decode_video(self, ref: ClipRef, spec: InputSpec, start: float = 0.0,
-                      until: float | None = None) -> dict[str, np.ndarray]:
-        """Frames from `start` seconds, and crops cut from the full-resolution frames; landmarks and
+    def _decode_video(self, ref: ClipRef, spec: InputSpec, start: float, until: float | None) -> dict[str, np.ndarray]:
+        """Frames from `start` to `until` seconds, and crops cut from the full-resolution frames; landmarks and
         boxes are given in the coordinates of the returned (possibly resized) frames. Under a
         perturbation, faces are tracked on the original frames and everything returned is cut from
         the perturbed ones."""
-        original = media.decode_video(ref.path, spec.fps, until if ref.trim_silence else spec.max_seconds)
+        original = media.decode_video(ref.path, spec.fps, until)
         if start:
             original = original[round(start * spec.fps):]
         frames = _perturbation(ref).video(original, spec.fps, ref.clip_id) if ref.perturbation else original

@@ -75,12 +75,12 @@ def is_frame_array(path: Path | str) -> bool:
     return Path(path).suffix.lower() == FRAME_ARRAY_SUFFIX
 
 
-def read_frame_array(path: Path | str) -> np.ndarray:
+def read_frame_array(path: Path | str, mapped: bool = False) -> np.ndarray:
     """The frames (T, H, W, 3) uint8 RGB of a .npy frame array, as stored; loaded without pickle
-    (a data file must not run code)."""
+    (a data file must not run code); `mapped`: memory-mapped, for a look at its header alone."""
     path = require_file(path)
     try:
-        frames = np.load(path, allow_pickle=False)
+        frames = np.load(path, allow_pickle=False, mmap_mode="r" if mapped else None)
     except (ValueError, OSError, EOFError) as exc:
         raise ClipError("corrupt_media", f"{path}: not readable as a numpy frame array ({exc})") from exc
     if not isinstance(frames, np.ndarray):  # an .npz archive under an .npy name
@@ -95,7 +95,7 @@ def read_frame_array(path: Path | str) -> np.ndarray:
 def probe(path: Path | str) -> MediaInfo:
     """Stream metadata of a media file, as the container reports it (None where it does not say)."""
     if is_frame_array(path):
-        frames = read_frame_array(path)
+        frames = read_frame_array(path, mapped=True)
         return MediaInfo(has_video=True, has_audio=False, fps=None, n_frames=len(frames), duration=None,
                          width=frames.shape[2], height=frames.shape[1])
     with _open(path) as container:
@@ -140,7 +140,7 @@ def decode_video(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     path = Path(path)
     if is_frame_array(path):
-        frames = read_frame_array(path)
+        frames = read_frame_array(path, mapped=True)
         return frames if size is None else resize_frames(frames, size)
     with _open(path) as container:
         if not container.streams.video:

@@ -904,15 +904,18 @@ def pseudo_label_stats(round_number: int, labels: dict[str, int], tokens: dict[s
         raise RunError(f"the detector's round {round_number} pseudo-labels clips that are not in the pool: {unknown[:5]}")
     if any(value not in (0, 1) for value in labels.values()):
         raise RunError(f"round {round_number}: pseudo-labels are 0 (real) or 1 (fake)")
-    known = {t: int(v) for t, v in labels.items() if tokens[t].label in (0, 1)}
-    right = [tokens[t].label == v for t, v in known.items()]
-    per_class = {name: sum(v == label for v in labels.values()) for label, name in ((0, "real"), (1, "fake"))}
-    accuracy = {name: (sum(tokens[t].label == v for t, v in known.items() if v == label)
-                       / max(1, sum(v == label for v in known.values())))
-                for label, name in ((0, "real"), (1, "fake")) if any(v == label for v in known.values())}
-    return {"round": round_number, "pseudo_labels": len(labels), "per_class": per_class,
-            "with_withheld_label": len(known), "accuracy": sum(right) / len(right) if right else None,
-            "precision_per_class": accuracy}
+    names = {0: "real", 1: "fake"}
+    known = [(int(v), tokens[t].label) for t, v in labels.items() if tokens[t].label in names]  # (given, withheld)
+    precision = {}
+    for label, name in names.items():
+        given = [truth for pseudo, truth in known if pseudo == label]
+        if given:  # of the clips pseudo-labelled `name`, the share whose withheld label agrees
+            precision[name] = sum(truth == label for truth in given) / len(given)
+    return {"round": round_number, "pseudo_labels": len(labels),
+            "per_class": {name: sum(v == label for v in labels.values()) for label, name in names.items()},
+            "with_withheld_label": len(known),
+            "accuracy": sum(pseudo == truth for pseudo, truth in known) / len(known) if known else None,
+            "precision_per_class": precision}
 
 
 def fallback_counts(scores: pd.DataFrame) -> dict[str, int]:

@@ -11,8 +11,6 @@ The paper reports no throughput.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import time
 
 import numpy as np
@@ -21,6 +19,7 @@ import torch
 from avbench.detectors.fauforensics.model import FauForensics, FauForensicsConfig
 from avbench.detectors.fauforensics.preprocess import FACE_SIZE, face_frames, log_mel
 from avbench.training import peak_memory_mib
+from model_timing import arguments, samples_per_second
 
 
 def preprocess_seconds(cfg: FauForensicsConfig) -> float:
@@ -37,43 +36,22 @@ def preprocess_seconds(cfg: FauForensicsConfig) -> float:
     return best
 
 
-def measure(model: FauForensics, cfg: FauForensicsConfig, device: torch.device, dtype: str, batch: int,
-            iters: int) -> float:
-    g = torch.Generator().manual_seed(0)
-    video = torch.randn(batch, 3, cfg.frames, cfg.image_size, cfg.image_size, generator=g).to(device)
-    mel = (torch.rand(batch, cfg.audio_frames, cfg.n_mels, generator=g) * 2 - 1).to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
-        model(video, mel)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        for _ in range(iters):
-            model(video, mel)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    return batch * iters / (time.perf_counter() - start)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--config", choices=("base", "tiny"), default="base")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "both"), default="both")
-    parser.add_argument("--iters", type=int, default=3)
-    args = parser.parse_args()
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    args = arguments(__doc__, configs=("base", "tiny"))
+    device = args.device
     cfg = FauForensicsConfig() if args.config == "base" else FauForensicsConfig.tiny()
     model = FauForensics(cfg).to(device).eval()
     params = sum(p.numel() for p in model.parameters())
     print(f"FauForensics {args.config}: {params / 1e6:.1f}M parameters, {cfg.frames} frames of {cfg.image_size} px "
           f"a window, batch {args.batch}, {device}, {torch.get_num_threads()} CPU threads")
     print(f"preprocessing one window on the CPU: {preprocess_seconds(cfg) * 1000:.1f} ms")
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(args.batch, 3, cfg.frames, cfg.image_size, cfg.image_size, generator=g).to(device)
+    mel = (torch.rand(args.batch, cfg.audio_frames, cfg.n_mels, generator=g) * 2 - 1).to(device)
     for dtype in (("fp32", "bf16") if args.dtype == "both" else (args.dtype,)):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        rate = measure(model, cfg, device, dtype, args.batch, args.iters)
+        rate = samples_per_second(model, lambda: model(video, mel), None, device, dtype, args.batch, args.iters)
         print(f"{dtype}: {rate:.2f} windows/s ({rate * cfg.frames / 25:.2f} s of video per s), "
               f"peak {peak_memory_mib(device) / 1024:.2f} GiB "
               + ("allocated (torch.cuda peak)" if device.type == "cuda" else "RSS (process peak so far)"))

@@ -16,11 +16,12 @@ from torch import Tensor
 from avbench.training import peak_memory_mib
 
 
-def arguments(doc: str, **extra: tuple[type, object]) -> argparse.Namespace:
-    """--device, --config full|tiny, --batch, --dtype, --iters, and `extra` NAME=(type, default)."""
+def arguments(doc: str, configs: tuple[str, str] = ("full", "tiny"), **extra: tuple[type, object]) -> argparse.Namespace:
+    """--device, --config (`configs`, the first the default), --batch, --dtype, --iters, and `extra`
+    NAME=(type, default)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--config", choices=("full", "tiny"), default="full")
+    parser.add_argument("--config", choices=configs, default=configs[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--dtype", choices=("fp32", "bf16", "both"), default="both")
     parser.add_argument("--iters", type=int, default=3)

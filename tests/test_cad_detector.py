@@ -15,10 +15,9 @@ import torch
 
 from avbench import protocol, registry
 from avbench.cache import MediaCache
-from avbench.clips import NO_AUDIO_TRACK, Clip, ClipRef
+from avbench.clips import FRAMES_REPEATED, NO_AUDIO_TRACK, SILENT_TRACK, Clip, ClipRef
 from avbench.detectors.cad.detector import CADDetector, CADTinyDetector
-from avbench.detectors.cad.training import (
-    FRAMES_REPEATED, SILENT_TRACK, Augment, CADTraining, gaussian_blur, parameter_groups)
+from avbench.detectors.cad.training import Augment, CADTraining, gaussian_blur, parameter_groups
 from avbench.loader import MediaLoader
 from avbench.runner import RunSettings, Runner
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -14,7 +13,7 @@ from avbench.io import sha256_file_cached
 from avbench.metrics import AGGREGATIONS, aggregate_windows
 
 from . import training
-from .model import CAD, CADConfig, backbone_files
+from .model import CAD, WEIGHTS_HINT, CADConfig, backbone_files
 
 if TYPE_CHECKING:
     from avbench.clips import Clip
@@ -97,35 +96,32 @@ class CADDetector(Detector):
         self.epochs, self.train_batch_size, self.lr = epochs, train_batch_size, lr
         self.weight_decay, self.augment, self.batch_size, self.seed = weight_decay, bool(augment), batch_size, seed
         self.cfg = self.model_config()  # every option checked now, before any clip
-        changed = [(name, getattr(self, name)) for name in ABLATIONS
-                   if getattr(self, name) != getattr(CADConfig, name)]
-        self.published_as = (() if not type(self).published_as else type(self).published_as if not changed
-                             else (ABLATION_ROWS[changed[0]],) if len(changed) == 1 and changed[0] in ABLATION_ROWS
-                             else ())
+        self.published_as = self.paper_rows()
         self.input_spec = InputSpec(fps=None if audio_only else 25.0, audio=not video_only,
                                     face_size=None if audio_only else 224, frames=audio_only,
                                     no_face="fail" if audio_only else "centre_crop")
         self._model: CAD | None = None
-        self._training_dir: Path | None = None
+
+    def paper_rows(self) -> tuple[str, ...]:
+        """The published names of this model: the class's for the full CAD, the ablation's row when
+        exactly one of the paper's ablations is set (ABLATION_ROWS), none for any other combination."""
+        changed = [(name, getattr(self, name)) for name in ABLATIONS if getattr(self, name) != getattr(CADConfig, name)]
+        if not type(self).published_as or not changed:
+            return type(self).published_as
+        return (ABLATION_ROWS[changed[0]],) if len(changed) == 1 and changed[0] in ABLATION_ROWS else ()
 
     def model_config(self) -> CADConfig:
         ablations = {name: getattr(self, name) for name in ABLATIONS}
         if self.random_init:
             return CADConfig(random_init=True, seed=self.seed, **ablations)
-        if self.clip_weights is None and not self.audio_only or self.whisper_weights is None and not self.video_only:
-            missing = [o for o, w, used in (("clip_weights", self.clip_weights, not self.audio_only),
-                                            ("whisper_weights", self.whisper_weights, not self.video_only))
-                       if used and w is None]
+        missing = [option for option, path, used in (("clip_weights", self.clip_weights, not self.audio_only),
+                                                     ("whisper_weights", self.whisper_weights, not self.video_only))
+                   if used and path is None]
+        if missing:
             raise FileNotFoundError(f"{self.name} needs its backbones' weights: give "
-                                    + ", ".join(f"-o {m}=PATH" for m in missing) + f" ({self._hint()})")
+                                    + ", ".join(f"-o {m}=PATH" for m in missing) + f" ({WEIGHTS_HINT})")
         return CADConfig(clip_weights=self.clip_weights, whisper_weights=self.whisper_weights, seed=self.seed,
                          **ablations)
-
-    @staticmethod
-    def _hint() -> str:
-        from .model import WEIGHTS_HINT
-
-        return WEIGHTS_HINT
 
     # -- the network ---------------------------------------------------------------------------------------
     @property
@@ -136,9 +132,6 @@ class CADDetector(Detector):
                 self._model = CAD(self.cfg)
             self._model.to(self.device).eval()
         return self._model
-
-    def use_training_dir(self, directory: Path) -> None:
-        self._training_dir = Path(directory)
 
     def prepare(self, training: bool) -> None:
         """Before the first clip: the backbone files are found and read (strictly loaded)."""
@@ -162,7 +155,7 @@ class CADDetector(Detector):
         self.history = training.fit(
             self.model, train, val, seed=seed, device=self.device, epochs=self.epochs,
             batch_size=self.train_batch_size, lr=self.lr, weight_decay=self.weight_decay, augment=self.augment,
-            eval_batch_size=self.batch_size, directory=self._training_dir)
+            eval_batch_size=self.batch_size, directory=self.training_dir)
         self._model.eval()
         return self
 
@@ -175,7 +168,7 @@ class CADDetector(Detector):
         clips = list(clips)
         samples = [training.clip_samples(clip, self.cfg, self.max_windows) for clip in clips]
         for clip, sample in zip(clips, samples):
-            clip.fallbacks.extend(f for f in sample.fallbacks if f not in clip.fallbacks)
+            clip.declare(*sample.fallbacks)
         stacked = training.Samples(*(None if parts[0] is None else torch.cat(parts) for parts in
                                      ([s.frames for s in samples], [s.mel for s in samples],
                                       [s.valid for s in samples])), ())

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avbench.clips import ClipError, ClipRef
+from avbench.clips import FRAMES_REPEATED, SILENT_TRACK, ClipError, ClipRef
 from avbench.training import Selection, Trainer, autocast, chunks, clips_digest, holdout, labels_of
 
 from .model import CAD, CADConfig, total_loss
@@ -47,9 +47,6 @@ if TYPE_CHECKING:
     from avbench.loader import ClipSet
 
 SELECTION = Selection("auc", "max", tie_break=("loss", "min"))
-#: Declared fallbacks of a scored clip (Clip.fallbacks).
-FRAMES_REPEATED = "frames_repeated"  # fewer frames than a sample takes: the last one repeated
-SILENT_TRACK = "silent_track"  # no audio (removed by the protocol or absent from the dataset): silence
 
 
 class Samples(NamedTuple):

@@ -103,7 +103,6 @@ class FauForensicsDetector(Detector):
         self.lr, self.weight_decay, self.accumulate, self.batch_size, self.seed = lr, weight_decay, accumulate, batch_size, seed
         self.fau_bn, self.without_audio = fau_bn, without_audio
         self._model: FauForensics | None = None
-        self._training_dir: Path | None = None
 
     @classmethod
     def model_config(cls, classes: int = 2) -> FauForensicsConfig:
@@ -131,9 +130,6 @@ class FauForensicsDetector(Detector):
         model.fau_bn = self.fau_bn
         return model
 
-    def use_training_dir(self, directory: Path) -> None:
-        self._training_dir = Path(directory)
-
     def prepare(self, training: bool) -> None:
         """Read every weights file before the first clip: the model is built (files read, strictly loaded)."""
         if training and self.needs_encoder_weights and self.weights is None and None in (
@@ -160,7 +156,7 @@ class FauForensicsDetector(Detector):
             self.model, train, val, seed=seed, device=self.device, epochs=self.epochs,
             batch_size=self.train_batch_size, lr=self.lr, weight_decay=self.weight_decay,
             accumulate=self.accumulate, max_windows=self.max_windows, eval_batch_size=self.batch_size,
-            directory=self._training_dir)
+            directory=self.training_dir)
         self._model.eval()
         return self
 

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from avbench.clips import ClipError, ClipRef
 from avbench.metrics import four_class_label
-from avbench.training import Selection, Trainer, autocast, chunks, clips_digest, holdout, labels_of
+from avbench.training import (Selection, Trainer, autocast, chunks, clips_digest, erasing_rectangle, holdout,
+                              labels_of)
 
 from .model import FauForensics, FauForensicsConfig, loss
 from .preprocess import CENTRE, CROP, log_mel, face_frames
@@ -161,24 +162,12 @@ class FauTraining:
         for k in order:
             start = draw(max(1, self.lengths[k] - cfg.frames + 1))
             top, left, flip = draw(CENTRE - CROP + 1), draw(CENTRE - CROP + 1), draw(2) == 1
-            erase = self._erase(generator) if draw(2) == 1 else None
+            erase = erasing_rectangle(self.cfg.image_size, generator, 0.33) if draw(2) == 1 else None
             t = draw(t_max + 1)
             f = draw(f_max + 1)
             jobs.append(Window(k, start, top, left, flip, erase, (draw(cfg.frames - t + 1), t),
                                (draw(cfg.n_mels - f + 1), f)))
         return chunks(jobs, self.batch_size)
-
-    def _erase(self, generator: torch.Generator) -> tuple[int, int, int, int] | None:
-        """RandomErasing's rectangle (area 0.02-0.33 of the frame, aspect 0.3-3.3 on a log scale; ten tries)."""
-        size = self.cfg.image_size
-        for _ in range(10):
-            u = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
-            area = size * size * (0.02 + u[0] * (0.33 - 0.02))
-            aspect = math.exp(math.log(0.3) + u[1] * (math.log(3.3) - math.log(0.3)))
-            h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
-            if h < size and w < size:
-                return int(u[2] * (size - h + 1)), int(u[3] * (size - w + 1)), h, w
-        return None
 
     def make_batch(self, job: Sequence[Window]) -> tuple[Tensor, Tensor, Tensor]:
         cfg, videos, mels = self.cfg, [], []

@@ -11,8 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from avbench.cli_support import (DETECT_EVERY, LANDMARK_EVERY, Device, DetectEveryOption, LandmarkEveryOption,
-                                 err_console, fail, real_clips, require_device, tracking)
+from avbench.cli_support import (DETECT_EVERY, LANDMARK_EVERY, Device, DetectEveryOption, EpochDisplay,
+                                 LandmarkEveryOption, err_console, fail, real_clips, require_device, say_unusable,
+                                 tracking)
 
 #: The paper's pre-training length (supplement B); the tiny model's default is its detector's.
 PAPER_PRETRAIN_EPOCHS = 200
@@ -66,7 +67,6 @@ def pretrain(
     from OUT/last.pt when the same command is run again; a finished one is not redone.
     """
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from avbench.cache import MediaCache
     from avbench.io import atomic_write, write_json
@@ -98,37 +98,20 @@ def pretrain(
         raise fail(str(exc))
     err_console.print(f"pre-training HAVIC{' tiny' if tiny else ''} on {len(refs)} real clips ({split}) for {epochs} "
                   f"epochs on {device.value}; state in {out}")
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err_console)
-    task = progress.add_task("epoch 1", total=None)
-
-    def on_step(epoch: int, step: int, steps: int) -> None:
-        progress.update(task, description=f"epoch {epoch}/{epochs}", completed=step, total=steps)
-
-    trained_now = []
-
-    def on_epoch(r: dict) -> None:
-        trained_now.append(r["epoch"])
-        progress.console.print(f"epoch {r['epoch']}/{epochs}: loss {r['loss']:.4f} (rec {r['rec']:.4f}, "
-                               f"cl {r['cl']:.4f}, cross {r['cross']:.4f}), lr {r['lr']:.3g}, {r['seconds']:.1f} s")
-
+    display = EpochDisplay(epochs, lambda r: f"loss {r['loss']:.4f} (rec {r['rec']:.4f}, cl {r['cl']:.4f}, "
+                                             f"cross {r['cross']:.4f}), lr {r['lr']:.3g}, {r['seconds']:.1f} s")
     try:
-        with progress:
+        with display.progress:
             history = training.pretrain(
                 model, clips, seed=seed, device=device.value, epochs=epochs,
                 batch_size=batch_size or defaults["pretrain_batch_size"], lr=lr or defaults["pretrain_lr"],
                 warmup_epochs=defaults["warmup_epochs"] if warmup_epochs is None else warmup_epochs,
-                directory=out, on_step=on_step, on_epoch=on_epoch)
+                directory=out, on_step=display.on_step, on_epoch=display.on_epoch)
     except ValueError as exc:
         raise fail(str(exc))
-    if not trained_now:
+    if not display.trained:
         err_console.print(f"{out / LAST} holds all {epochs} epochs already: nothing to train")
-    if clips.failures:
-        reasons: dict[str, int] = {}
-        for err in clips.failures.values():
-            reasons[err.reason] = reasons.get(err.reason, 0) + 1
-        err_console.print(f"[yellow]{len(clips.failures)} of {len(refs)} clips could not be used:[/] {reasons} "
-                      f"(listed in {out / 'history.json'})")
+    say_unusable(clips.failures, len(refs), out / "history.json")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = out / "pretrain.safetensors"
     with atomic_write(weights, "wb") as fh:

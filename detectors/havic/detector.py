@@ -132,7 +132,6 @@ class HAVICDetector(Detector):
         self.seed = seed
         self._check_options()
         self._model: HAVIC | None = None
-        self._training_dir: Path | None = None
         self._pretrained: HAVICPretrain | None = None  # loaded by `prepare`, handed to `fit`
         #: Per-epoch records of the last `fit` (pre-training and fine-tuning).
         self.history: dict[str, list[dict]] = {}
@@ -182,9 +181,6 @@ class HAVICDetector(Detector):
         if self._model is not None:
             self._model.to(self.torch_device)
         return self
-
-    def use_training_dir(self, directory: Path) -> None:
-        self._training_dir = Path(directory)
 
     def prepare(self, training: bool) -> None:
         """Read every weights file the run will use before its first clip: scoring builds the model
@@ -264,7 +260,7 @@ class HAVICDetector(Detector):
         self.check_can_fit()
         cfg, dev = self.model_config(), str(self.torch_device)
         store = training.ClipStore(train, cfg, pad_short=self.pad_short)
-        directory = self._training_dir
+        directory = self.training_dir
         pretrained = self._pretraining_model()
         self.history = {}
         if self.pretrain_epochs > 0:

@@ -11,7 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from avbench.cli_support import EXIT_USAGE, Device, err_console, fail, real_clips, require_device
+from avbench.cli_support import (EXIT_USAGE, Device, EpochDisplay, err_console, fail, real_clips, require_device,
+                                 say_unusable)
 
 app = typer.Typer(
     help="HOLA: pre-train its AVF-MAE++ encoders on real videos here, then fine-tune and score with "
@@ -66,7 +67,6 @@ def pretrain(
     """
     import dataclasses
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from avbench.cache import MediaCache
     from avbench.loader import ClipSet, MediaLoader
@@ -87,35 +87,17 @@ def pretrain(
     peak, _ = cfg.effective_lr()
     err_console.print(f"pre-training HOLA's encoders{' (tiny)' if tiny else ''} on {len(refs)} real clips ({split}) "
                       f"for {cfg.epochs} epochs, batch {cfg.batch_size}, lr {peak:.3g}, on {device.value}; state in {out}")
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err_console)
-    task = progress.add_task("epoch 1", total=None)
-
-    def on_step(epoch: int, step: int, steps: int) -> None:
-        progress.update(task, description=f"epoch {epoch}/{cfg.epochs}", completed=step, total=steps)
-
-    trained_now = []
-
-    def on_epoch(r: dict) -> None:
-        trained_now.append(r["epoch"])
-        progress.console.print(f"epoch {r['epoch']}/{cfg.epochs}: loss {r['loss']:.4f} (video {r['video']:.4f}, "
-                               f"audio {r['audio']:.4f}, nce {r['nce']:.4f}), lr {r['lr']:.3g}, {r['seconds']:.1f} s")
-
+    display = EpochDisplay(cfg.epochs, lambda r: f"loss {r['loss']:.4f} (video {r['video']:.4f}, audio "
+                                                 f"{r['audio']:.4f}, nce {r['nce']:.4f}), lr {r['lr']:.3g}, "
+                                                 f"{r['seconds']:.1f} s")
     try:
-        with progress:
+        with display.progress:
             result = run_pretraining(clips, out, cfg, seed=seed, device=device.value, pad_short=pad_short,
-                                     model=build_model(cfg, seed), on_step=on_step, on_epoch=on_epoch)
+                                     model=build_model(cfg, seed), on_step=display.on_step, on_epoch=display.on_epoch)
     except ValueError as exc:
         raise fail(str(exc))
-    if not trained_now:
+    if not display.trained:
         err_console.print(f"{out / LAST} holds all {cfg.epochs} epochs already: nothing to train")
-    failed = result.record["clips"]["failed"]
-    if failed:
-        reasons: dict[str, int] = {}
-        for text in failed.values():
-            reason = text.split(":", 1)[0]
-            reasons[reason] = reasons.get(reason, 0) + 1
-        err_console.print(f"[yellow]{len(failed)} of {len(refs)} clips could not be used:[/] {reasons} "
-                          f"(listed in {out / RECORD})")
+    say_unusable(clips.failures, len(refs), out / RECORD)
     typer.echo(f"wrote {result.weights}; fine-tune it with: avbench run --detector {'hola_tiny' if tiny else 'hola'} "
                f"--protocol PROTOCOL --data-root DATASET=DIR -o weights={result.weights}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -21,6 +22,8 @@ from .model import HOLA, HOLAConfig
 if TYPE_CHECKING:
     from avbench.clips import Clip
     from avbench.loader import ClipSet, UnlabeledPool
+
+log = logging.getLogger(__name__)
 
 #: HOLAConfig fields a user sets as detector options: the ablation switches of Table 3 and the silent points.
 MODEL_OPTIONS = ("use_icmi", "use_lgcf", "use_refiner", "audio_frontend", "lgcf_embed")
@@ -129,15 +132,20 @@ class HOLADetector(Detector):
         self.uses_pool = self.pssi
         size = self.cfg.video.input_size[1]
         self.input_spec = InputSpec(fps=25.0, audio=True, frame_size=round(size * 224 / 160))
-        row = TABLE_3_ROWS.get((use_icmi, use_lgcf, use_refiner, self.pssi))
-        self.published_as = (() if not self.claims_published or row is None or audio_frontend != "fbank128"
-                             or lgcf_embed != "none" else ("HOLA", row) if row.endswith("PSSI") else (row,))
+        self.published_as = self.paper_rows()
         self._model: HOLA | None = None
-        self._training_dir: Path | None = None
         self._examples: tuple[list, list] | None = None
 
     def model_config(self) -> HOLAConfig:
         return HOLAConfig(**{name: getattr(self, name) for name in MODEL_OPTIONS})
+
+    def paper_rows(self) -> tuple[str, ...]:
+        """The published names of this model: its row of the cumulative Table 3 (TABLE_3_ROWS; with
+        PSSI also Table 1's "HOLA"), on the paper's inputs only; none for other combinations."""
+        row = TABLE_3_ROWS.get((self.use_icmi, self.use_lgcf, self.use_refiner, self.pssi))
+        if not self.claims_published or row is None or (self.audio_frontend, self.lgcf_embed) != ("fbank128", "none"):
+            return ()
+        return ("HOLA", row) if self.pssi else (row,)
 
     # -- the network ---------------------------------------------------------------------------------------
     @property
@@ -147,13 +155,14 @@ class HOLADetector(Detector):
                 torch.manual_seed(self.seed)
                 model = HOLA(self.cfg)
             if self.weights is not None:
-                self.load_report = load_avfmae(model.video_encoder, model.audio_encoder, self.weights,
-                                               trusted=self.trusted_pickle)
+                report = load_avfmae(model.video_encoder, model.audio_encoder, self.weights, trusted=self.trusted_pickle)
+                log.info("%s: %d video and %d audio encoder tensors loaded from %s; %d pre-training tensors ignored",
+                         self.name, report.video_keys, report.audio_keys, report.path, len(report.ignored))
+                if report.ignored_unknown:
+                    log.warning("%s: %s holds tensors of no known part, ignored: %s", self.name, report.path,
+                                ", ".join(report.ignored_unknown[:20]))
             self._model = model.to(self.device).eval()
         return self._model
-
-    def use_training_dir(self, directory: Path) -> None:
-        self._training_dir = Path(directory)
 
     def prepare(self, training: bool) -> None:
         """Before the first clip: the checkpoint is read and strictly loaded; the full model refuses to
@@ -187,7 +196,7 @@ class HOLADetector(Detector):
         if device is not None:
             self.to(device)
         history, examples, dev = training.finetune(self.model, train, seed=seed, device=self.device,
-                                                   recipe=self.recipe(), directory=self._training_dir)
+                                                   recipe=self.recipe(), directory=self.training_dir)
         self._examples = (examples, dev)
         labels = [e.label for e in examples]
         self.history = {"finetune": history, "effective_lr": self.recipe().lr, "total_batch": self.train_batch_size,
@@ -205,7 +214,7 @@ class HOLADetector(Detector):
                              self.pssi_accumulate, self.pssi_select)
         rounds, histories = training.pseudo_label_rounds(
             self.model, *self._examples, pool, seed=seed, device=device or self.device, recipe=self.recipe(),
-            pssi=pssi, directory=None if self._training_dir is None else self._training_dir / "pssi")
+            pssi=pssi, directory=None if self.training_dir is None else self.training_dir / "pssi")
         self.history = {**(self.history or {}), "pssi": histories}
         self._model.eval()
         return rounds

@@ -88,7 +88,8 @@ def video_tensor(frames: np.ndarray, size: int, crop: Crop | None = None) -> Ten
     round(size * 224 / 160) square, then the centre crop or `crop` (resized to `size`)."""
     resized = round(size * 224 / 160)
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
-    x = F.interpolate(x, size=(resized, resized), mode="bilinear", align_corners=False, antialias=True)
+    if x.shape[-2:] != (resized, resized):  # the loader resizes whole frames already (the detector's input_spec)
+        x = F.interpolate(x, size=(resized, resized), mode="bilinear", align_corners=False, antialias=True)
     if crop is None:
         top = (resized - size) // 2
         x = x[..., top:top + size, top:top + size]

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avbench.clips import ClipError
-from avbench.training import Selection, Trainer, autocast, chunks, clips_digest, holdout
+from avbench.clips import FRAMES_REPEATED, SILENT_TRACK, ClipError
+from avbench.training import Selection, Trainer, autocast, chunks, clips_digest, erasing_rectangle, holdout
 
 from .model import HOLA
 from .preprocess import Crop, FrameSample, fbank128, frame_indices, mfcc32, video_tensor
@@ -46,9 +46,6 @@ if TYPE_CHECKING:
 SELECTION = Selection("auc", "max", tie_break=("loss", "min"))
 #: Share of the training speakers held out as the dev slice.
 DEV_FRACTION = 0.02
-#: Declared fallbacks of a scored clip (Clip.fallbacks).
-FRAMES_REPEATED = "frames_repeated"
-SILENT_TRACK = "silent_track"
 
 
 class Sampling(NamedTuple):
@@ -120,7 +117,7 @@ def clip_views(clip: "Clip", model: HOLA, sampling: Sampling) -> tuple[list[tupl
     else:
         parts = [clip_inputs(clip, model, offset=(v + 0.5) / sampling.tta_views, sampling=sampling)
                  for v in range(sampling.tta_views)]
-    return [(v, a) for v, a, _ in parts], tuple(dict.fromkeys(f for _, _, fs in parts for f in fs))
+    return [(v, a) for v, a, _ in parts], tuple(f for _, _, fs in parts for f in fs)
 
 
 def clip_probabilities(model: HOLA, clips: Iterable["Clip"], sampling: Sampling, batch_size: int,
@@ -132,14 +129,14 @@ def clip_probabilities(model: HOLA, clips: Iterable["Clip"], sampling: Sampling,
     def views():
         for clip in clips:
             inputs, fallbacks = clip_views(clip, model, sampling)
-            clip.fallbacks.extend(f for f in fallbacks if f not in clip.fallbacks)
+            clip.declare(*fallbacks)
             counts.append(len(inputs))
             yield from inputs
 
     p = fake_probabilities(model, views(), batch_size, device)
     parts = torch.split(p, counts) if counts else ()
-    pool = torch.max if sampling.mode == "window" and sampling.aggregation == "max" else torch.mean
-    return [float(pool(part)) for part in parts]
+    reduce = torch.max if sampling.mode == "window" and sampling.aggregation == "max" else torch.mean
+    return [float(reduce(part)) for part in parts]
 
 
 def fake_probabilities(model: HOLA, inputs: Iterable[tuple[Tensor, Tensor]], batch_size: int,
@@ -179,18 +176,14 @@ class Regularisation(NamedTuple):
 
 
 def erase(video: Tensor, generator: torch.Generator) -> Tensor:
-    """One random-erasing rectangle of N(0, 1) noise, the same in every frame of (3, T, S, S)."""
-    size = video.shape[-1]
-    for _ in range(10):
-        u = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
-        area = size * size * (0.02 + u[0] * (1 / 3 - 0.02))
-        aspect = math.exp(math.log(0.3) + u[1] * (math.log(3.3) - math.log(0.3)))
-        h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-        if 0 < h < size and 0 < w < size:
-            top, left = int(u[2] * (size - h + 1)), int(u[3] * (size - w + 1))
-            video = video.clone()
-            video[..., top:top + h, left:left + w] = torch.randn(video.shape[0], 1, h, w, generator=generator)
-            return video
+    """One random-erasing rectangle (timm's, max area 1/3) of N(0, 1) noise, the same in every frame
+    of (3, T, S, S)."""
+    box = erasing_rectangle(video.shape[-1], generator, 1 / 3)
+    if box is None:
+        return video
+    top, left, h, w = box
+    video = video.clone()
+    video[..., top:top + h, left:left + w] = torch.randn(video.shape[0], 1, h, w, generator=generator)
     return video
 
 
